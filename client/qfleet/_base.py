@@ -1,0 +1,111 @@
+"""What the sync and async clients share: configuration, request building, answer parsing."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from .errors import QfleetError, error_from_response
+from .wire import Circuit, JobOptions, JobRequest, Pub, encode_array
+
+# QPY is written at a pinned version so that a newer client qiskit stays readable by the
+# service's qiskit (which reads every version up to its own).
+QPY_WIRE_VERSION = 13
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+def encode_circuit(circuit: Any) -> Circuit:
+    """OpenQASM 3 text passes through; a qiskit ``QuantumCircuit`` goes as pinned QPY."""
+    if isinstance(circuit, str):
+        return Circuit(format="qasm3", data=circuit)
+    if isinstance(circuit, Circuit):
+        return circuit
+    try:
+        from qiskit import QuantumCircuit, qpy
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise TypeError("circuit must be OpenQASM 3 text (install qiskit to send QuantumCircuit)") from None
+    if not isinstance(circuit, QuantumCircuit):
+        raise TypeError(f"circuit must be a QuantumCircuit or OpenQASM 3 text, not {type(circuit).__name__}")
+    buf = io.BytesIO()
+    qpy.dump(circuit, buf, version=max(QPY_WIRE_VERSION, qpy.QPY_COMPATIBILITY_VERSION))
+    return Circuit(format="qpy", data=base64.b64encode(buf.getvalue()).decode())
+
+
+def encode_observables(observables: Any) -> Any:
+    """Whatever Qiskit's EstimatorV2 accepts, as nested lists of ``{label: coeff}``."""
+    try:
+        from qiskit.primitives.containers import ObservablesArray
+    except ImportError:
+        return observables  # labels, dicts and nested lists of them travel as they are
+    return ObservablesArray.coerce(observables).tolist()
+
+
+def encode_pub(pub: Any) -> Pub:
+    """A tuple ``(circuit, observables[, parameter_values[, precision]])`` or a Qiskit EstimatorPub."""
+    if hasattr(pub, "circuit") and hasattr(pub, "observables"):  # qiskit EstimatorPub
+        values = pub.parameter_values.as_array(pub.circuit.parameters)
+        pub = (pub.circuit, pub.observables.tolist(), values, pub.precision)
+    if not isinstance(pub, Sequence) or isinstance(pub, str) or not 2 <= len(pub) <= 4:
+        raise TypeError("a PUB is (circuit, observables[, parameter_values[, precision]])")
+    circuit, observables, *rest = pub
+    values = rest[0] if rest else None
+    precision = rest[1] if len(rest) > 1 else None
+    encoded_values = None
+    if values is not None:
+        arr = np.asarray(values, dtype=np.float64)
+        encoded_values = encode_array(arr) if arr.size else None
+    return Pub(
+        circuit=encode_circuit(circuit),
+        observables=encode_observables(observables),
+        parameter_values=encoded_values,
+        precision=precision,
+    )
+
+
+class BaseClient:
+    """Configuration and request building; the sync and async twins add only I/O."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None) -> None:
+        url = url or os.environ.get("QFLEET_URL")
+        if not url:
+            raise QfleetError("no service URL: pass url= or set QFLEET_URL")
+        self.url = url.rstrip("/")
+        self.api_key = api_key or os.environ.get("QFLEET_API_KEY")
+        if not self.api_key:
+            raise QfleetError("no API key: pass api_key= or set QFLEET_API_KEY")
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "User-Agent": "qfleet-python/0.1"}
+
+    @staticmethod
+    def _job_request(
+        pubs: Iterable[Any],
+        backend: str,
+        precision: float | None,
+        shots: int | None,
+        seed: int | None,
+        gradient: str | None,
+    ) -> dict[str, Any]:
+        request = JobRequest(
+            backend=backend,
+            pubs=[encode_pub(p) for p in pubs],
+            options=JobOptions(precision=precision, shots=shots, seed=seed, gradient=gradient),  # type: ignore[arg-type]
+        )
+        return request.model_dump(mode="json", exclude_none=True)
+
+    @staticmethod
+    def _check(response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.is_error:
+            raise error_from_response(response.status_code, body, response.headers.get("Retry-After"))
+        return body

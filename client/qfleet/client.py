@@ -1,0 +1,246 @@
+"""``Client`` and ``AsyncClient``: twins over :class:`~qfleet._base.BaseClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from ._base import DEFAULT_TIMEOUT, BaseClient
+from .errors import APIError, JobCancelledError, JobFailedError, JobTimeoutError, RateLimitedError, ServerError
+from .results import JobResult
+from .wire import TERMINAL_STATUSES, BackendInfo, JobInfo
+from .wire import JobResult as WireJobResult
+
+# One long-poll asks the service to hold the request at most this long.
+LONG_POLL_S = 20.0
+RETRIES = 4
+
+
+def _raise_for_final(info: JobInfo) -> None:
+    if info.status == "failed":
+        err = info.error
+        raise JobFailedError(info.id, err.code if err else "failed", err.message if err else "")
+    if info.status == "cancelled":
+        raise JobCancelledError(info.id)
+
+
+def _final_from_conflict(exc: APIError) -> None:
+    """The result endpoint answers 409 for a failed or cancelled job: raise the job's error."""
+    if exc.code in ("job_failed", "job_cancelled") and "job" in exc.details:
+        _raise_for_final(JobInfo.model_validate(exc.details["job"]))
+
+
+def _retry_delay(exc: Exception, attempt: int) -> float:
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        return exc.retry_after
+    return min(0.1 * 2**attempt, 2.0)
+
+
+class Job:
+    """A handle on a submitted job: just an id and the client that made it."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id}>"
+
+    def status(self) -> JobInfo:
+        """Status and progress (tasks done out of tasks total)."""
+        return JobInfo.model_validate(self.client._get(f"/v1/jobs/{self.id}"))
+
+    def cancel(self) -> JobInfo:
+        return JobInfo.model_validate(self.client._request("DELETE", f"/v1/jobs/{self.id}"))
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Wait for the job and return its results; re-raise its failure.
+
+        >>> result = job.result(timeout=60)
+        >>> result[0].evs.shape
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = LONG_POLL_S if deadline is None else max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+            try:
+                body = self.client._get(f"/v1/jobs/{self.id}/result", params={"wait": f"{wait:.3f}"})
+            except APIError as exc:
+                _final_from_conflict(exc)
+                raise
+            if "results" in body:
+                return JobResult.from_wire(WireJobResult.model_validate(body))
+            info = JobInfo.model_validate(body)
+            _raise_for_final(info)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeoutError(self.id, timeout or 0.0)
+
+
+class Client(BaseClient):
+    """Synchronous client.
+
+    >>> from qfleet import Client
+    >>> client = Client("http://127.0.0.1:8000", api_key="qf_...")
+    >>> job = client.estimate([(circuit, "ZZ", [[0.1, 0.2]])], backend="aer")
+    >>> job.result(timeout=60)[0].evs
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key)
+        self._http = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
+        for attempt in range(RETRIES + 1):
+            try:
+                return self._check(self._http.request(method, path, timeout=kw.pop("timeout", None) or self._http.timeout, **kw))
+            except (RateLimitedError, ServerError, httpx.TransportError) as exc:
+                if attempt == RETRIES or (method == "POST" and not isinstance(exc, RateLimitedError)):
+                    raise
+                time.sleep(_retry_delay(exc, attempt))
+        raise AssertionError("unreachable")
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        timeout = None
+        if params and "wait" in params:
+            timeout = httpx.Timeout(float(params["wait"]) + 30.0, connect=5.0)
+        return self._request("GET", path, params=params, timeout=timeout)
+
+    def estimate(
+        self,
+        pubs: Iterable[Any],
+        *,
+        backend: str = "aer",
+        precision: float | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+        gradient: str | None = None,
+    ) -> Job:
+        """Submit PUBs ``(circuit, observables[, parameter_values[, precision]])``; returns a :class:`Job`."""
+        body = self._job_request(pubs, backend, precision, shots, seed, gradient)
+        info = JobInfo.model_validate(self._request("POST", "/v1/jobs", json=body))
+        return Job(self, info.id)
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, job_id)
+
+    def backends(self) -> list[BackendInfo]:
+        return [BackendInfo.model_validate(b) for b in self._get("/v1/backends")]
+
+    def backend(self, name: str) -> BackendInfo:
+        return BackendInfo.model_validate(self._get(f"/v1/backends/{name}"))
+
+
+class AsyncJob:
+    """The async twin of :class:`Job`."""
+
+    def __init__(self, client: AsyncClient, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"<AsyncJob {self.id}>"
+
+    async def status(self) -> JobInfo:
+        return JobInfo.model_validate(await self.client._get(f"/v1/jobs/{self.id}"))
+
+    async def cancel(self) -> JobInfo:
+        return JobInfo.model_validate(await self.client._request("DELETE", f"/v1/jobs/{self.id}"))
+
+    async def result(self, timeout: float | None = None) -> JobResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = LONG_POLL_S if deadline is None else max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+            try:
+                body = await self.client._get(f"/v1/jobs/{self.id}/result", params={"wait": f"{wait:.3f}"})
+            except APIError as exc:
+                _final_from_conflict(exc)
+                raise
+            if "results" in body:
+                return JobResult.from_wire(WireJobResult.model_validate(body))
+            info = JobInfo.model_validate(body)
+            _raise_for_final(info)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeoutError(self.id, timeout or 0.0)
+
+
+class AsyncClient(BaseClient):
+    """Asynchronous client with the same methods as :class:`Client`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+        for attempt in range(RETRIES + 1):
+            try:
+                response = await self._http.request(method, path, timeout=kw.pop("timeout", None) or self._http.timeout, **kw)
+                return self._check(response)
+            except (RateLimitedError, ServerError, httpx.TransportError) as exc:
+                if attempt == RETRIES or (method == "POST" and not isinstance(exc, RateLimitedError)):
+                    raise
+                await asyncio.sleep(_retry_delay(exc, attempt))
+        raise AssertionError("unreachable")
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        timeout = None
+        if params and "wait" in params:
+            timeout = httpx.Timeout(float(params["wait"]) + 30.0, connect=5.0)
+        return await self._request("GET", path, params=params, timeout=timeout)
+
+    async def estimate(
+        self,
+        pubs: Iterable[Any],
+        *,
+        backend: str = "aer",
+        precision: float | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+        gradient: str | None = None,
+    ) -> AsyncJob:
+        body = self._job_request(pubs, backend, precision, shots, seed, gradient)
+        info = JobInfo.model_validate(await self._request("POST", "/v1/jobs", json=body))
+        return AsyncJob(self, info.id)
+
+    def job(self, job_id: str) -> AsyncJob:
+        return AsyncJob(self, job_id)
+
+    async def backends(self) -> list[BackendInfo]:
+        return [BackendInfo.model_validate(b) for b in await self._get("/v1/backends")]
+
+    async def backend(self, name: str) -> BackendInfo:
+        return BackendInfo.model_validate(await self._get(f"/v1/backends/{name}"))

@@ -1,0 +1,43 @@
+"""Results as numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .wire import JobResult as WireJobResult
+from .wire import decode_array
+
+
+@dataclass(frozen=True)
+class PubResult:
+    """One PUB's result: ``evs`` and ``stds`` have the PUB's broadcast shape."""
+
+    evs: np.ndarray
+    stds: np.ndarray
+    gradient: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class JobResult(list[PubResult]):
+    """The results of a job, one :class:`PubResult` per PUB in request order."""
+
+    def __init__(self, job_id: str, items: list[PubResult], metadata: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.job_id = job_id
+        self.metadata = metadata
+
+    @classmethod
+    def from_wire(cls, payload: WireJobResult) -> JobResult:
+        items = [
+            PubResult(
+                evs=decode_array(r.evs),
+                stds=decode_array(r.stds),
+                gradient=None if r.gradient is None else decode_array(r.gradient),
+                metadata=r.metadata,
+            )
+            for r in payload.results
+        ]
+        return cls(payload.id, items, payload.metadata)

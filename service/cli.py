@@ -1,0 +1,162 @@
+"""The ``qfleet`` command: ``up``, ``worker``, ``api``, ``keys`` and ``demo``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from .settings import Settings
+
+cli = typer.Typer(help="qfleet: a quantum job-batching service for training loops.", no_args_is_help=True)
+keys_cli = typer.Typer(help="Manage tenants' API keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+def app_from_env():  # type: ignore[no-untyped-def]
+    """uvicorn factory: ``uvicorn service.cli:app_from_env --factory``."""
+    from .app import create_app
+
+    return create_app(Settings())
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@cli.command()
+def up(
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="Number of warm worker processes.")] = 2,
+) -> None:
+    """Start Redis (unless QFLEET_REDIS_URL is set), the API and N workers in the foreground.
+    Ctrl-C or SIGTERM stops all of it."""
+    from .stack import Stack, StackError
+
+    stack = Stack(host=host, port=port, workers=workers, redis_url=os.environ.get("QFLEET_REDIS_URL") or None)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stack.start()
+    except StackError as exc:
+        stack.stop()
+        typer.echo(f"qfleet: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"qfleet is up at {stack.url} with {workers} workers (redis {stack.redis_url}, logs {stack.log_dir})")
+    typer.echo(f"dev API key: {stack.api_key}")
+    try:
+        while not stop.wait(0.5):
+            dead = [n for n, p in stack.procs.items() if p.poll() is not None]
+            if dead:
+                typer.echo(f"qfleet: {', '.join(dead)} exited; stopping (logs in {stack.log_dir})", err=True)
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        typer.echo("qfleet stopped")
+
+
+@cli.command()
+def worker(
+    backend: Annotated[list[str] | None, typer.Option(help="Backends to serve (repeat); default all simulators.")] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
+    burst: Annotated[bool, typer.Option(help="Exit when the queues are empty.")] = False,
+    verbose: bool = False,
+) -> None:
+    """Run one warm worker (needs QFLEET_REDIS_URL)."""
+    from worker.main import run_worker
+
+    _logging(verbose)
+    settings = Settings()
+    run_worker(settings, backend or ["aer", "lightning"], burst=burst, name=name)
+
+
+@cli.command()
+def api(
+    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+) -> None:
+    """Run only the API (needs QFLEET_REDIS_URL)."""
+    import uvicorn
+
+    uvicorn.run("service.cli:app_from_env", factory=True, host=host, port=port, log_level="warning")
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from redis import Redis
+
+    from .store import Store
+
+    settings = Settings()
+    return Store(Redis.from_url(settings.redis_url), settings.key_prefix)
+
+
+@keys_cli.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Argument(help="Tenant the key belongs to.")],
+    admin: Annotated[bool, typer.Option(help="Give the key the admin role.")] = False,
+) -> None:
+    """Create an API key; it is printed once, and only its hash is stored."""
+    key = "qf_" + secrets.token_urlsafe(32)
+    _store().add_api_key(key, tenant=tenant, role="admin" if admin else "user")
+    typer.echo(key)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List keys by prefix (the keys themselves are not stored)."""
+    for digest, rec in sorted(_store().api_keys().items(), key=lambda kv: kv[1].created_at):
+        typer.echo(f"{rec.prefix}…  tenant={rec.tenant}  role={rec.role}  sha256={digest[:16]}…")
+
+
+@keys_cli.command("revoke")
+def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix as listed, or its full sha256.")]) -> None:
+    """Revoke a key."""
+    gone = _store().revoke_api_key(prefix)
+    typer.echo(f"revoked {gone} key(s)")
+    if not gone:
+        raise typer.Exit(1)
+
+
+@cli.command()
+def demo(
+    quick: Annotated[bool, typer.Option(help="A few steps only (CI).")] = False,
+    workers: Annotated[int, typer.Option()] = 2,
+    url: Annotated[str | None, typer.Option(help="Use a running service instead of starting one.")] = None,
+) -> None:
+    """Start the stack on an embedded Redis and train a small model through it."""
+    from examples.train_demo import main as demo_main
+
+    from .stack import Stack, StackError, free_port
+
+    if url:
+        sys.exit(demo_main(url, os.environ.get("QFLEET_API_KEY", ""), quick=quick))
+    stack = Stack(port=free_port(), workers=workers, redis_url=os.environ.get("QFLEET_REDIS_URL") or None)
+    try:
+        stack.start()
+    except StackError as exc:
+        stack.stop()
+        typer.echo(f"qfleet: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"qfleet is up at {stack.url} with {workers} workers")
+    try:
+        code = demo_main(stack.url, stack.api_key, quick=quick)
+    finally:
+        stack.stop()
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Job events for long-polls: one Redis subscription per API process, fanned out to
+waiting requests, so a waiter wakes within a millisecond of its job finishing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+from redis.asyncio import Redis
+
+log = logging.getLogger("qfleet.api")
+
+
+class JobEvents:
+    def __init__(self, redis_url: str, channel: str) -> None:
+        self.redis_url = redis_url
+        self.channel = channel
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), 5)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _listen(self) -> None:
+        while True:
+            redis = Redis.from_url(self.redis_url)
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self._ready.set()
+                    self._wake_all()  # anything missed while reconnecting is re-checked by waiters
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        job_id = message["data"].decode().split(" ", 1)[0]
+                        for event in self._waiters.get(job_id, ()):
+                            event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: wake waiters, retry soon
+                log.warning("event subscription lost (%s); reconnecting", exc)
+                self._wake_all()
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await redis.aclose()
+
+    def _wake_all(self) -> None:
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str):  # type: ignore[no-untyped-def]
+        """Register before checking the job, so an event between check and wait is not lost."""
+        event = asyncio.Event()
+        self._waiters[job_id].add(event)
+        try:
+            yield event
+        finally:
+            self._waiters[job_id].discard(event)
+            if not self._waiters[job_id]:
+                del self._waiters[job_id]

@@ -1,0 +1,174 @@
+"""Submitting, reading and cancelling jobs: what the routes call."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from qfleet.wire import TERMINAL_STATUSES, ErrorDetail, JobInfo, JobRequest, JobResult, Progress, PubResult, encode_array
+from rq import Queue, Worker
+from rq.job import Callback, Retry
+from rq.serializers import JSONSerializer
+
+from .backends import Backend, simulator_backends
+from .errors import InvalidRequest, NotFound
+from .planner import assemble, plan_job
+from .pubs import CircuitCache, parse_pub
+from .settings import Settings
+from .store import Store
+
+TASK_FUNCTION = "worker.runner.run_task"
+FAILURE_CALLBACK = "worker.runner.on_task_failed"
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.backends: dict[str, Backend] = simulator_backends(settings.max_qubits, settings.max_shots)
+        self.circuits = CircuitCache()
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, backend: str) -> Queue:
+        if backend not in self._queues:
+            self._queues[backend] = Queue(
+                self.store.keys.queue(backend), connection=self.store.redis, serializer=JSONSerializer
+            )
+        return self._queues[backend]
+
+    def backend(self, name: str) -> Backend:
+        backend = self.backends.get(name)
+        if backend is None:
+            raise InvalidRequest(
+                f"unknown backend '{name}'; GET /v1/backends lists them ({', '.join(sorted(self.backends))})",
+                code="unknown_backend",
+                backend=name,
+            )
+        return backend
+
+    def submit(self, request: JobRequest, tenant: str) -> JobInfo:
+        backend = self.backend(request.backend)
+        if len(request.pubs) > self.settings.max_pubs:
+            raise InvalidRequest(f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs")
+        if request.options.gradient:
+            raise InvalidRequest("gradients are not available on this service yet", code="option_not_supported")
+        pubs = [parse_pub(i, p, request, backend, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
+        plan = plan_job(pubs, self.settings.task_target_s, request.options.gradient)
+        if plan.circuits > self.settings.max_circuits:
+            raise InvalidRequest(
+                f"the job has {plan.circuits} circuit evaluations; the limit is {self.settings.max_circuits}",
+                code="too_many_circuits",
+            )
+        plan.spec["seed"] = request.options.seed
+        plan.spec["cost_units"] = plan.cost_units
+        job_id = "j-" + uuid.uuid4().hex[:20]
+        created = self.store.create_job(job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks))
+        queue = self.queue(backend.name)
+        retry = Retry(max=self.settings.task_retries, interval=[1, 5]) if self.settings.task_retries else None
+        with self.store.redis.pipeline() as pipe:
+            queue.enqueue_many(
+                [
+                    Queue.prepare_data(
+                        TASK_FUNCTION,
+                        args=(job_id, t),
+                        job_id=self.store.keys.rq_job_id(job_id, t),
+                        timeout=self.settings.task_timeout_s,
+                        result_ttl=0,
+                        failure_ttl=self.settings.result_ttl_s,
+                        retry=retry,
+                        on_failure=Callback(FAILURE_CALLBACK),
+                    )
+                    for t in range(len(plan.tasks))
+                ],
+                pipeline=pipe,
+            )
+            pipe.execute()
+        return JobInfo(
+            id=job_id,
+            status="queued",
+            backend=backend.name,
+            progress=Progress(tasks_done=0, tasks_total=len(plan.tasks)),
+            created_at=created,
+        )
+
+    def _record(self, job_id: str, tenant: str) -> dict[str, str]:
+        record = self.store.job(job_id)
+        # Another tenant's job answers exactly as an unknown one.
+        if record is None or record.get("tenant") != tenant:
+            raise NotFound(f"no job '{job_id}'", code="job_not_found")
+        return record
+
+    def info(self, job_id: str, tenant: str, record: dict[str, str] | None = None) -> JobInfo:
+        record = record or self._record(job_id, tenant)
+        error = json.loads(record["error"]) if record.get("error") else None
+        total = int(record["tasks_total"])
+        done = total if record["status"] == "done" else self.store.tasks_done(job_id)
+        return JobInfo(
+            id=job_id,
+            status=record["status"],  # type: ignore[arg-type]
+            backend=record["backend"],
+            progress=Progress(tasks_done=done, tasks_total=total),
+            created_at=float(record["created_at"]),
+            started_at=float(record["started_at"]) if record.get("started_at") else None,
+            finished_at=float(record["finished_at"]) if record.get("finished_at") else None,
+            error=ErrorDetail(**error) if error else None,
+        )
+
+    def status(self, job_id: str, tenant: str) -> tuple[str, dict[str, str]]:
+        record = self._record(job_id, tenant)
+        return record["status"], record
+
+    def result(self, job_id: str, record: dict[str, str]) -> JobResult:
+        spec: dict[str, Any] = json.loads(record["spec"])
+        arrays = assemble(spec, self.store.results(job_id))
+        results = []
+        for pub, arr in zip(spec["pubs"], arrays):
+            grad = arr["gradient"]
+            results.append(
+                PubResult(
+                    evs=encode_array(arr["evs"]),
+                    stds=encode_array(arr["stds"]),
+                    gradient=None if grad is None else encode_array(grad),
+                    metadata={
+                        "shape": pub["shape"],
+                        "shots": pub["shots"] or None,
+                        "precision": pub["precision"],
+                        "num_qubits": pub["n"],
+                        "mode": pub["mode"],
+                    },
+                )
+            )
+        started = float(record.get("started_at") or record["created_at"])
+        finished = float(record.get("finished_at") or time.time())
+        return JobResult(
+            id=job_id,
+            status="done",
+            results=results,
+            metadata={
+                "backend": record["backend"],
+                "tasks": len(spec["tasks"]),
+                "cost_units": spec.get("cost_units"),
+                "queued_s": round(started - float(record["created_at"]), 6),
+                "running_s": round(finished - started, 6),
+            },
+        )
+
+    def cancel(self, job_id: str, tenant: str) -> JobInfo:
+        record = self._record(job_id, tenant)
+        if record["status"] not in TERMINAL_STATUSES and self.store.finish(job_id, "cancelled"):
+            queue = self.queue(record["backend"])
+            for t in range(int(record["tasks_total"])):
+                queue.remove(self.store.keys.rq_job_id(job_id, t))
+        return self.info(job_id, tenant)
+
+    def queue_depth(self, backend: str) -> int:
+        return int(self.queue(backend).count)
+
+    def workers_on(self, backend: str) -> int:
+        return int(Worker.count(connection=self.store.redis, queue=self.queue(backend)))
+
+    def worker_count(self) -> int:
+        return int(Worker.count(connection=self.store.redis))
+

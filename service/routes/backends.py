@@ -1,0 +1,48 @@
+"""``/v1/backends``: what can be named, and how busy it is."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from qfleet.wire import BackendInfo, ErrorBody
+
+from ..backends import Backend
+from ..deps import JobsDep, TenantDep
+from ..errors import NotFound
+from ..jobs import JobService
+
+router = APIRouter(prefix="/v1/backends", tags=["backends"])
+
+
+def describe(jobs: JobService, backend: Backend) -> BackendInfo:
+    workers = jobs.workers_on(backend.name)
+    return BackendInfo(
+        name=backend.name,
+        description=backend.description,
+        num_qubits=backend.num_qubits,
+        exact=backend.exact,
+        supports_shots=backend.supports_shots,
+        max_shots=backend.max_shots,
+        max_circuits=jobs.settings.max_circuits,
+        native_gates=list(backend.native_gates),
+        coupling_map=backend.coupling_map,
+        engines=list(backend.engines),
+        options=list(backend.options),
+        gradients=list(backend.gradients),
+        status="online" if workers else "unavailable",
+        status_reason=None if workers else "no worker serves this backend",
+        queue_depth=jobs.queue_depth(backend.name),
+        workers=workers,
+    )
+
+
+@router.get("", response_model=list[BackendInfo], summary="List backends")
+def list_backends(jobs: JobsDep, tenant: TenantDep) -> list[BackendInfo]:
+    return [describe(jobs, b) for b in jobs.backends.values()]
+
+
+@router.get("/{name}", response_model=BackendInfo, responses={404: {"model": ErrorBody}}, summary="Describe a backend")
+def get_backend(name: str, jobs: JobsDep, tenant: TenantDep) -> BackendInfo:
+    backend = jobs.backends.get(name)
+    if backend is None:
+        raise NotFound(f"no backend '{name}'; GET /v1/backends lists them", code="backend_not_found")
+    return describe(jobs, backend)

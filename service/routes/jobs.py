@@ -1,0 +1,92 @@
+"""``/v1/jobs``: submit, read, wait for and cancel jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from qfleet.wire import TERMINAL_STATUSES, ErrorBody, JobInfo, JobRequest, JobResult
+
+from ..deps import JobsDep, TenantDep
+from ..errors import Conflict
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Bad input: `error.code` says which rule, `error.message` the fix."},
+    401: {"model": ErrorBody, "description": "Missing or unknown API key."},
+    404: {"model": ErrorBody, "description": "No such job for this API key."},
+    413: {"model": ErrorBody, "description": "Body over the size limit."},
+}
+MAX_WAIT_S = 60.0
+
+
+@router.post("", status_code=201, response_model=JobInfo, responses=ERRORS, summary="Submit a job")
+def submit_job(body: JobRequest, jobs: JobsDep, tenant: TenantDep) -> JobInfo:
+    """Validate, price and shard a list of PUBs, and queue the tasks. Answers at once
+    with the job's id; wait for its result with ``GET /v1/jobs/{id}/result?wait=``."""
+    return jobs.submit(body, tenant.name)
+
+
+@router.get("/{job_id}", response_model=JobInfo, responses=ERRORS, summary="Job status and progress")
+def get_job(job_id: str, jobs: JobsDep, tenant: TenantDep) -> JobInfo:
+    return jobs.info(job_id, tenant.name)
+
+
+@router.get(
+    "/{job_id}/result",
+    response_model=JobResult,
+    responses={
+        **ERRORS,
+        202: {"model": JobInfo, "description": "Not finished within `wait`: the job's status; ask again."},
+        409: {"model": ErrorBody, "description": "The job failed or was cancelled; no result."},
+    },
+    summary="Job result (long-poll)",
+)
+async def get_result(
+    job_id: str,
+    request: Request,
+    jobs: JobsDep,
+    tenant: TenantDep,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request until the job is final.")] = 0.0,
+) -> Any:
+    """The job's evs, stds (and gradients), one entry per PUB in request order, once it is
+    done. With ``wait``, the request is held until the job is final or ``wait`` seconds
+    pass; an unfinished job then answers 202 with its status."""
+    events = request.app.state.events
+    deadline = time.monotonic() + wait
+    with events.watch(job_id) as event:
+        while True:
+            status, record = await run_in_threadpool(jobs.status, job_id, tenant.name)
+            if status in TERMINAL_STATUSES:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+            except asyncio.TimeoutError:
+                pass  # re-check now and then: an event can be missed while Redis reconnects
+    if status == "done":
+        return await run_in_threadpool(jobs.result, job_id, record)
+    info = jobs.info(job_id, tenant.name, record)
+    if status in ("failed", "cancelled"):
+        error = info.error
+        raise Conflict(
+            f"job {job_id} {status}" + (f": {error.message}" if error else ""),
+            code=f"job_{status}",
+            job=info.model_dump(mode="json"),
+        )
+    return JSONResponse(status_code=202, content=info.model_dump(mode="json"))
+
+
+@router.delete("/{job_id}", response_model=JobInfo, responses=ERRORS, summary="Cancel a job")
+def cancel_job(job_id: str, jobs: JobsDep, tenant: TenantDep) -> JobInfo:
+    """Cancel a job that is not final: its queued tasks are dropped and late results are
+    discarded. Cancelling a final job changes nothing and returns its status."""
+    return jobs.cancel(job_id, tenant.name)

@@ -1,0 +1,219 @@
+"""Every Redis key, channel, queue name and TTL of qfleet lives here, and nothing else
+formats them. Payload blobs are raw bytes under our own keys; RQ only ever carries ids.
+
+Per job (``{p}`` is the deployment's key prefix):
+
+- ``{p}:job:{id}``        hash: tenant, backend, status, timestamps, tasks_total, spec, error
+- ``{p}:job:{id}:data``   hash: per PUB ``c{i}`` circuit QPY, ``p{i}`` float64 parameter rows,
+                          ``o{i}`` observables JSON, ``x{i}`` int64 (observable, row) pairs
+- ``{p}:job:{id}:done``   set of finished task indices (completion counts distinct tasks)
+- ``{p}:job:{id}:res``    hash: task index -> result slice bytes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+EVENTS_CHANNEL = "events"
+JOB_TTL_S = 24 * 3600
+
+# Marks a task done once, and the job done when the last distinct task lands. A result
+# for a job that is already cancelled or failed is dropped: late results never count.
+_COMPLETE_TASK = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'cancelled' or status == 'failed' or not status then return -1 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+local added = redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+if added == 0 then return 0 end
+local n = redis.call('SCARD', KEYS[2])
+if n >= tonumber(redis.call('HGET', KEYS[1], 'tasks_total')) and status ~= 'done' then
+  redis.call('HSET', KEYS[1], 'status', 'done', 'finished_at', ARGV[4])
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' done')
+  return 2
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' progress')
+return 1
+"""
+
+_MARK_STARTED = """
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# Moves a job that is not yet final to a final status; returns 1 if it did.
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'error', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    tenant: str
+    role: str
+    prefix: str
+    created_at: float
+
+
+class Keys:
+    """Key names. The only place that formats them."""
+
+    def __init__(self, prefix: str) -> None:
+        self.p = prefix
+
+    def job(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}"
+
+    def job_data(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:data"
+
+    def job_done(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:done"
+
+    def job_results(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:res"
+
+    def tenant_jobs(self, tenant: str) -> str:
+        return f"{self.p}:tenant:{tenant}:jobs"
+
+    @property
+    def api_keys(self) -> str:
+        return f"{self.p}:apikeys"
+
+    @property
+    def events(self) -> str:
+        return f"{self.p}:{EVENTS_CHANNEL}"
+
+    def queue(self, backend: str) -> str:
+        """RQ queue name of a backend (RQ adds its own ``rq:queue:`` prefix)."""
+        return f"{self.p}.{backend}"
+
+    def rq_job_id(self, job_id: str, task: int) -> str:
+        return f"{job_id}_t{task}"
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Store:
+    """Job records, payload blobs, results and API keys in Redis (binary-safe connection)."""
+
+    def __init__(self, redis: Redis, prefix: str = "qfleet", ttl_s: int = JOB_TTL_S) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self.ttl_s = ttl_s
+        self._complete = redis.register_script(_COMPLETE_TASK)
+        self._started = redis.register_script(_MARK_STARTED)
+        self._finish = redis.register_script(_FINISH)
+
+    # -- jobs -----------------------------------------------------------------
+    def create_job(
+        self,
+        job_id: str,
+        tenant: str,
+        backend: str,
+        spec: dict[str, Any],
+        data: dict[str, bytes],
+        tasks_total: int,
+    ) -> float:
+        now = time.time()
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(k.job_data(job_id), mapping=data)  # type: ignore[arg-type]
+        pipe.expire(k.job_data(job_id), self.ttl_s)
+        pipe.hset(
+            k.job(job_id),
+            mapping={
+                "tenant": tenant,
+                "backend": backend,
+                "status": "queued",
+                "created_at": repr(now),
+                "tasks_total": tasks_total,
+                "spec": json.dumps(spec, separators=(",", ":")),
+            },
+        )
+        pipe.expire(k.job(job_id), self.ttl_s)
+        pipe.zadd(k.tenant_jobs(tenant), {job_id: now})
+        pipe.expire(k.tenant_jobs(tenant), self.ttl_s)
+        pipe.execute()
+        return now
+
+    def job(self, job_id: str) -> dict[str, str] | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        if not raw:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+
+    def job_field(self, job_id: str, name: str) -> str | None:
+        value = self.redis.hget(self.keys.job(job_id), name)
+        return None if value is None else value.decode()  # type: ignore[union-attr]
+
+    def spec(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.job_field(job_id, "spec")
+        return None if raw is None else json.loads(raw)
+
+    def tasks_done(self, job_id: str) -> int:
+        return int(self.redis.scard(self.keys.job_done(job_id)))  # type: ignore[arg-type]
+
+    def data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
+        return self.redis.hmget(self.keys.job_data(job_id), fields)  # type: ignore[return-value]
+
+    def results(self, job_id: str) -> dict[int, bytes]:
+        raw = self.redis.hgetall(self.keys.job_results(job_id))
+        return {int(k): v for k, v in raw.items()}  # type: ignore[union-attr]
+
+    # -- task lifecycle (workers) -----------------------------------------------
+    def mark_started(self, job_id: str) -> None:
+        self._started(keys=[self.keys.job(job_id)], args=[repr(time.time())])
+
+    def complete_task(self, job_id: str, task: int, result: bytes) -> int:
+        """Store a task's result; -1 dropped (job final), 0 duplicate, 1 counted, 2 job done."""
+        k = self.keys
+        return int(
+            self._complete(
+                keys=[k.job(job_id), k.job_done(job_id), k.job_results(job_id)],
+                args=[task, result, self.ttl_s, repr(time.time()), k.events, job_id],
+            )
+        )
+
+    def finish(self, job_id: str, status: str, code: str = "", message: str = "") -> bool:
+        error = json.dumps({"code": code, "message": message}) if code else ""
+        return bool(
+            self._finish(
+                keys=[self.keys.job(job_id)],
+                args=[status, repr(time.time()), error, self.keys.events, job_id],
+            )
+        )
+
+    # -- API keys ---------------------------------------------------------------
+    def add_api_key(self, key: str, tenant: str, role: str) -> ApiKey:
+        record = ApiKey(tenant=tenant, role=role, prefix=key[:10], created_at=time.time())
+        self.redis.hset(self.keys.api_keys, hash_api_key(key), json.dumps(record.__dict__))
+        return record
+
+    def api_key(self, key: str) -> ApiKey | None:
+        raw = self.redis.hget(self.keys.api_keys, hash_api_key(key))
+        return None if raw is None else ApiKey(**json.loads(raw))  # type: ignore[arg-type]
+
+    def api_keys(self) -> dict[str, ApiKey]:
+        raw = self.redis.hgetall(self.keys.api_keys)
+        return {h.decode(): ApiKey(**json.loads(v)) for h, v in raw.items()}  # type: ignore[union-attr]
+
+    def revoke_api_key(self, key_hash_or_prefix: str) -> int:
+        gone = [h for h, rec in self.api_keys().items() if h == key_hash_or_prefix or rec.prefix == key_hash_or_prefix]
+        return int(self.redis.hdel(self.keys.api_keys, *gone)) if gone else 0  # type: ignore[arg-type]

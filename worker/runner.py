@@ -1,0 +1,174 @@
+"""Running one task: load its slices, pick an engine, compute, store the result once.
+
+The task function :func:`run_task` is what RQ calls with ids only. The :class:`Runner`
+is built once per worker process (qiskit imported, engines warm) and keeps LRU caches
+of job specs and prepared programs, keyed by circuit content so a training loop's
+template is compiled once for all its steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from qiskit import qpy
+from qiskit.quantum_info import SparsePauliOp
+
+from service.backends import simulator_backends
+from service.planner import pack_segment
+from service.settings import Settings
+from service.store import Store
+
+from .engines import Block, EngineUnsupported, Program
+from .engines.aer import AerEngine
+from .engines.lightning import LightningEngine
+
+log = logging.getLogger("qfleet.worker")
+
+
+class _LRU(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+    def hit(self, key: Any) -> Any:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+
+class Runner:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.backends = simulator_backends(settings.max_qubits, settings.max_shots)
+        self.engines = {
+            "aer": AerEngine(settings.worker_threads),
+            "lightning": LightningEngine(settings.worker_threads),
+        }
+        self._specs = _LRU(64)
+        self._pubs = _LRU(256)  # (job, pub) -> (program, values, pairs)
+        self._programs = _LRU(128)  # content hash -> Program
+
+    def warm_up(self) -> None:
+        from qiskit import QuantumCircuit
+
+        qc = QuantumCircuit(2)
+        qc.h(0)
+        qc.cx(0, 1)
+        program = Program(qc, [SparsePauliOp("ZZ")])
+        for engine in self.engines.values():
+            engine.estimate(program, Block(values=np.zeros((1, 0))))
+
+    def _spec(self, job_id: str) -> dict[str, Any] | None:
+        spec = self._specs.hit(job_id)
+        if spec is None:
+            spec = self.store.spec(job_id)
+            if spec is not None:
+                self._specs.put(job_id, spec)
+        return spec
+
+    def _pub(self, job_id: str, i: int) -> tuple[Program, np.ndarray, np.ndarray | None]:
+        key = (job_id, i)
+        cached = self._pubs.hit(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        circuit_raw, values_raw, obs_raw, pairs_raw = self.store.data(job_id, [f"c{i}", f"p{i}", f"o{i}", f"x{i}"])
+        if circuit_raw is None or values_raw is None or obs_raw is None:
+            raise LookupError(f"payload of job {job_id} pub {i} is gone (expired or deleted)")
+        digest = hashlib.sha256(circuit_raw + b"\0" + obs_raw).hexdigest()
+        program = self._programs.hit(digest)
+        if program is None:
+            (circuit,) = qpy.load(__import__("io").BytesIO(circuit_raw))
+            observables = [SparsePauliOp.from_list(list(o.items())) for o in json.loads(obs_raw)]
+            program = self._programs.put(digest, Program(circuit, observables))
+        P = program.circuit.num_parameters
+        values = np.frombuffer(values_raw, dtype="<f8").reshape(-1, P)
+        pairs = None if pairs_raw is None else np.frombuffer(pairs_raw, dtype="<i8").reshape(-1, 2)
+        return self._pubs.put(key, (program, values, pairs))  # type: ignore[no-any-return]
+
+    def engine_order(self, backend: str, program: Program, shots: int) -> list[str]:
+        if shots:
+            return ["aer"]
+        if backend == "lightning" or program.num_qubits >= self.settings.lightning_min_qubits:
+            return ["lightning", "aer"]
+        return ["aer", "lightning"]
+
+    def run(self, job_id: str, task: int) -> int:
+        status = self.store.job_field(job_id, "status")
+        if status in (None, "cancelled", "failed", "done"):
+            return -1  # nothing to do: gone, cancelled, failed, or a late duplicate
+        spec = self._spec(job_id)
+        if spec is None:
+            return -1
+        backend = self.store.job_field(job_id, "backend") or "aer"
+        self.store.mark_started(job_id)
+        seed = spec.get("seed")
+        parts: list[bytes] = []
+        engines_used: list[str] = []
+        t0 = time.perf_counter()
+        for i, start, stop in spec["tasks"][task]:
+            pub = spec["pubs"][i]
+            program, values, pairs = self._pub(job_id, i)
+            if pub["mode"] == "product":
+                block = Block(values=values[start:stop])
+            else:
+                rows = pairs[start:stop]  # type: ignore[index]
+                block = Block(values=values[rows[:, 1]], obs_index=rows[:, 0])
+            block.shots = int(pub["shots"])
+            block.seed = None if seed is None else int(seed) + 7919 * task + i
+            evs = stds = None
+            for name in self.engine_order(backend, program, block.shots):
+                try:
+                    evs, stds = self.engines[name].estimate(program, block)
+                    engines_used.append(name)
+                    break
+                except EngineUnsupported as exc:
+                    log.debug("engine %s skipped: %s", name, exc)
+            assert evs is not None and stds is not None
+            parts.append(pack_segment(evs, stds, None))
+        outcome = self.store.complete_task(job_id, task, b"".join(parts))
+        log.info(
+            "task done",
+            extra={"job_id": job_id, "task": task, "engines": engines_used, "seconds": round(time.perf_counter() - t0, 4), "outcome": outcome},
+        )
+        return outcome
+
+
+_runner: Runner | None = None
+
+
+def install(runner: Runner) -> None:
+    """Called once by the worker process before it starts taking tasks."""
+    global _runner
+    _runner = runner
+
+
+def run_task(job_id: str, task: int) -> int:
+    """The RQ entry point: ids in, result slice written to Redis, nothing returned to RQ."""
+    if _runner is None:
+        raise RuntimeError("worker runner not installed; start workers with `qfleet worker`")
+    return _runner.run(job_id, task)
+
+
+def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:
+    """RQ failure callback: after its retries a task fails its job, with the reason."""
+    if _runner is None:
+        return
+    if job.retries_left:
+        return
+    job_id, task = job.args
+    _runner.store.finish(job_id, "failed", "task_failed", f"task {task} failed: {type.__name__ if type else 'error'}: {value}")
