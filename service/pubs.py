@@ -117,14 +117,14 @@ def _check_circuit(i: int, circuit: QuantumCircuit, backend: Backend, settings: 
     for inst in circuit.data:
         op = inst.operation
         name = op.name
-        if name in _STANDARD or name in _ALLOWED_DIRECTIVES:
-            continue
         if name in ("measure", "reset") or getattr(op, "blocks", None):
             raise _fail(
                 i,
                 "unsupported_instruction",
                 f"'{name}' is not allowed in an estimator circuit; remove measurements, resets and control flow",
             )
+        if name in _STANDARD or name in _ALLOWED_DIRECTIVES:
+            continue
         if getattr(op, "definition", None) is None:
             raise _fail(i, "unknown_gate", f"gate '{name}' is neither a standard gate nor has a definition")
 

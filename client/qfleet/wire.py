@@ -37,7 +37,7 @@ ArrayLike = Union[Array, list[Any], float, int]
 
 def encode_array(values: Any, dtype: str = "float64") -> Array:
     """Encode an array-like as an :class:`Array` (raw bytes, base64)."""
-    arr = np.ascontiguousarray(values, dtype=np.dtype(dtype).newbyteorder("<"))
+    arr = np.array(values, dtype=np.dtype(dtype).newbyteorder("<"), order="C")
     return Array(dtype=dtype, shape=list(arr.shape), data=base64.b64encode(arr.tobytes()).decode())  # type: ignore[arg-type]
 
 
@@ -62,7 +62,7 @@ def decode_array(value: ArrayLike | dict[str, Any] | None, dtype: str = "float64
                 f"array data holds {len(raw)} bytes but shape {value.shape} of {value.dtype} "
                 f"needs {count * src.itemsize}"
             )
-        return np.frombuffer(raw, dtype=src).reshape(value.shape).astype(dtype)
+        return np.frombuffer(raw, dtype=src).reshape(tuple(value.shape)).astype(dtype)
     try:
         arr = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:

@@ -35,7 +35,7 @@ class AerEngine:
         if circuit is None:
             circuit = program.circuit
             if any(inst.operation.name not in self._basis for inst in circuit.data):
-                circuit = transpile(circuit, basis_gates=sorted(self._basis - {"barrier"}), optimization_level=0)
+                circuit = transpile(circuit, self._simulator, optimization_level=0)
             program.cache["aer"] = circuit
         return circuit
 
