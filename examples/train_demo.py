@@ -14,7 +14,7 @@ from qfleet import Client
 
 
 def ansatz_qasm(n: int, layers: int) -> str:
-    lines = ['OPENQASM 3.0;', 'include "stdgates.inc";']
+    lines = ["OPENQASM 3.0;", 'include "stdgates.inc";']
     lines += [f"input float[64] x{q};" for q in range(n)]
     lines += [f"input float[64] w{k:02d};" for k in range(2 * n * layers)]
     lines.append(f"qubit[{n}] q;")
@@ -58,7 +58,10 @@ def main(url: str, api_key: str, quick: bool = False) -> int:
             shifts = np.concatenate([np.zeros((1, P)), np.pi / 2 * np.eye(P), -np.pi / 2 * np.eye(P)])
             w_rows = weights + shifts  # (2P+1, P)
             values = np.concatenate(
-                [np.broadcast_to(x[:, None, :], (batch, len(w_rows), n)), np.broadcast_to(w_rows, (batch, len(w_rows), P))],
+                [
+                    np.broadcast_to(x[:, None, :], (batch, len(w_rows), n)),
+                    np.broadcast_to(w_rows, (batch, len(w_rows), P)),
+                ],
                 axis=2,
             )  # (batch, 2P+1, n+P); inputs x0..x3 sort before w00.. in circuit.parameters
             t0 = time.perf_counter()
@@ -70,5 +73,7 @@ def main(url: str, api_key: str, quick: bool = False) -> int:
             grad = np.mean(2 * (pred - y)[:, None] * (plus - minus) / 2, axis=0)
             weights -= lr * grad
             acc = float(np.mean(np.sign(pred) == y))
-            print(f"step {step:3d}  loss {loss:.4f}  acc {acc:.2f}  circuits {values.shape[0] * values.shape[1]:5d}  time {quantum_s * 1000:7.1f} ms")
+            print(
+                f"step {step:3d}  loss {loss:.4f}  acc {acc:.2f}  circuits {values.shape[0] * values.shape[1]:5d}  time {quantum_s * 1000:7.1f} ms"
+            )
     return 0

@@ -112,15 +112,19 @@ def create_app(settings: Settings) -> FastAPI:
             for e in exc.errors()
         ]
         first = problems[0] if problems else {"loc": [], "msg": "invalid"}
-        where = ".".join(first["loc"][1:]) or "body"  # type: ignore[index]
+        where = ".".join(first["loc"][1:]) or "body"
         message = f"{where}: {first['msg']}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-        body: dict[str, Any] = {"error": {"code": "invalid_request", "message": message, "details": {"errors": problems}}}
+        body: dict[str, Any] = {
+            "error": {"code": "invalid_request", "message": message, "details": {"errors": problems}}
+        }
         return JSONResponse(status_code=422, content=body)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content=ServiceError("internal error; the request was not processed").body())
+        return JSONResponse(
+            status_code=500, content=ServiceError("internal error; the request was not processed").body()
+        )
 
     app.include_router(jobs.router)
     app.include_router(backends.router)

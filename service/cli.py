@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from .settings import Settings
+from .store import Store
 
 cli = typer.Typer(help="qfleet: a quantum job-batching service for training loops.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Manage tenants' API keys.", no_args_is_help=True)
@@ -27,7 +28,9 @@ def app_from_env():  # type: ignore[no-untyped-def]
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
 
 
 @cli.command()
@@ -66,7 +69,9 @@ def up(
 
 @cli.command()
 def worker(
-    backend: Annotated[list[str] | None, typer.Option(help="Backends to serve (repeat); default all simulators.")] = None,
+    backend: Annotated[
+        list[str] | None, typer.Option(help="Backends to serve (repeat); default all simulators.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit when the queues are empty.")] = False,
     verbose: bool = False,
@@ -90,10 +95,8 @@ def api(
     uvicorn.run("service.cli:app_from_env", factory=True, host=host, port=port, log_level="warning")
 
 
-def _store():  # type: ignore[no-untyped-def]
+def _store() -> Store:
     from redis import Redis
-
-    from .store import Store
 
     settings = Settings()
     return Store(Redis.from_url(settings.redis_url), settings.key_prefix)

@@ -1,12 +1,12 @@
 """The service's error tree. Each error becomes ``{"error": {code, message, details}}``.
 
-    ServiceError (500)
-    ├── InvalidRequest (400)      bad input: code says which rule, message says the fix
-    │   └── PayloadTooLarge (413)
-    ├── Unauthenticated (401)
-    ├── Forbidden (403)
-    ├── NotFound (404)            also another tenant's job
-    └── Conflict (409)
+ServiceError (500)
+├── InvalidRequest (400)      bad input: code says which rule, message says the fix
+│   └── PayloadTooLarge (413)
+├── Unauthenticated (401)
+├── Forbidden (403)
+├── NotFound (404)            also another tenant's job
+└── Conflict (409)
 """
 
 from __future__ import annotations

@@ -7,7 +7,16 @@ import time
 import uuid
 from typing import Any
 
-from qfleet.wire import TERMINAL_STATUSES, ErrorDetail, JobInfo, JobRequest, JobResult, Progress, PubResult, encode_array
+from qfleet.wire import (
+    TERMINAL_STATUSES,
+    ErrorDetail,
+    JobInfo,
+    JobRequest,
+    JobResult,
+    Progress,
+    PubResult,
+    encode_array,
+)
 from rq import Queue, Worker
 from rq.job import Callback, Retry
 from rq.serializers import JSONSerializer
@@ -51,7 +60,9 @@ class JobService:
     def submit(self, request: JobRequest, tenant: str) -> JobInfo:
         backend = self.backend(request.backend)
         if len(request.pubs) > self.settings.max_pubs:
-            raise InvalidRequest(f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs")
+            raise InvalidRequest(
+                f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs"
+            )
         if request.options.gradient:
             raise InvalidRequest("gradients are not available on this service yet", code="option_not_supported")
         pubs = [parse_pub(i, p, request, backend, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
@@ -171,4 +182,3 @@ class JobService:
 
     def worker_count(self) -> int:
         return int(Worker.count(connection=self.store.redis))
-

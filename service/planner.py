@@ -55,7 +55,7 @@ def row_seconds(pub: ParsedPub, mode: str, gradient: str | None) -> float:
     seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (pub.circuit.size() + per_row_terms)
     if pub.shots:
         seconds += _SHOT_S * pub.shots * max(1.0, per_row_terms)
-    return seconds * gradient_factor(gradient, pub.num_parameters)
+    return float(seconds * gradient_factor(gradient, pub.num_parameters))
 
 
 def choose_mode(pub: ParsedPub) -> str:
@@ -178,6 +178,6 @@ def assemble(spec: dict[str, Any], results: dict[int, bytes]) -> list[dict[str, 
             stds = np.concatenate([p[2] for p in pieces]).reshape(shape)
             grad = None
             if with_grad:
-                grad = np.concatenate([p[3] for p in pieces]).reshape(shape + (P,))  # type: ignore[misc]
+                grad = np.concatenate([p[3] for p in pieces]).reshape(shape + (P,))
             out.append({"evs": evs, "stds": stds, "gradient": grad})
     return out

@@ -82,12 +82,16 @@ def _load_circuit(i: int, fmt: str, data: str) -> QuantumCircuit:
         except qasm3.QASM3ImporterError as exc:
             text = str(exc)
             if "is not defined" in text and "gate" in text:
-                raise _fail(i, "unknown_gate", f"{text.strip(chr(39))} Use gates from stdgates.inc or define them.") from None
+                raise _fail(
+                    i, "unknown_gate", f"{text.strip(chr(39))} Use gates from stdgates.inc or define them."
+                ) from None
             if "import" in text:
                 raise _fail(i, "unsupported_include", 'only include "stdgates.inc" is supported') from None
             raise _fail(i, "invalid_circuit", f"OpenQASM 3 could not be converted: {text}") from None
         except Exception as exc:  # the parser raises its own types with terse messages
-            raise _fail(i, "invalid_circuit", f"OpenQASM 3 did not parse ({type(exc).__name__}: {exc}); check the syntax") from None
+            raise _fail(
+                i, "invalid_circuit", f"OpenQASM 3 did not parse ({type(exc).__name__}: {exc}); check the syntax"
+            ) from None
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -113,7 +117,9 @@ def _check_circuit(i: int, circuit: QuantumCircuit, backend: Backend, settings: 
             limit=backend.num_qubits,
         )
     if circuit.size() > settings.max_ops:
-        raise _fail(i, "circuit_too_large", f"the circuit has {circuit.size()} operations; the limit is {settings.max_ops}")
+        raise _fail(
+            i, "circuit_too_large", f"the circuit has {circuit.size()} operations; the limit is {settings.max_ops}"
+        )
     for inst in circuit.data:
         op = inst.operation
         name = op.name
@@ -134,7 +140,9 @@ def _observables(i: int, raw: Any, num_qubits: int) -> tuple[list[dict[str, floa
         arr = ObservablesArray.coerce(raw)
     except Exception as exc:
         raise _fail(
-            i, "invalid_observable", f"observables are not valid ({exc}); use Pauli labels like 'ZI' or {{label: coeff}}"
+            i,
+            "invalid_observable",
+            f"observables are not valid ({exc}); use Pauli labels like 'ZI' or {{label: coeff}}",
         ) from None
     flat: list[dict[str, float]] = []
     for obs in np.ravel(np.asarray(arr.tolist(), dtype=object)) if arr.shape else [arr.tolist()]:
@@ -225,7 +233,9 @@ def parse_pub(
         if not backend.supports_shots:
             raise _fail(i, "option_not_supported", f"backend '{backend.name}' is exact only; drop precision and shots")
         if shots > backend.max_shots:
-            raise _fail(i, "too_many_shots", f"{shots} shots asked; backend '{backend.name}' allows {backend.max_shots}")
+            raise _fail(
+                i, "too_many_shots", f"{shots} shots asked; backend '{backend.name}' allows {backend.max_shots}"
+            )
     return ParsedPub(
         circuit=circuit,
         qpy=qpy_bytes,

@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     result_ttl_s: int = 24 * 3600
 
     # workers
-    worker_threads: int = Field(default=0, description="Engine threads per worker; 0 = share the cores among local workers.")
+    worker_threads: int = Field(
+        default=0, description="Engine threads per worker; 0 = share the cores among local workers."
+    )
     lightning_min_qubits: int = Field(default=14, description="From this width up, exact runs prefer Lightning.")
 
     @model_validator(mode="after")

@@ -38,8 +38,23 @@ def start_redis(port: int, workdir: Path, appendonly: bool = True) -> subprocess
     if binary is None:
         raise StackError("redis-server not found: install it (apt-get install redis-server) or set QFLEET_REDIS_URL")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes" if appendonly else "no",
-         "--dir", str(workdir), "--daemonize", "no", "--loglevel", "warning"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--dir",
+            str(workdir),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -79,7 +94,9 @@ class Stack:
     def _spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         assert self.log_dir is not None
         log = open(self.log_dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(args, env=self._env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args, env=self._env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs[name] = proc
         return proc
 
@@ -98,8 +115,20 @@ class Stack:
             self.start_worker(i, threads)
         self._spawn(
             "api",
-            [sys.executable, "-m", "uvicorn", "service.cli:app_from_env", "--factory", "--host", self.host,
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.cli:app_from_env",
+                "--factory",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
             QFLEET_DEV_MODE="1",
         )
         self.wait_ready(timeout)

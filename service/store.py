@@ -168,14 +168,14 @@ class Store:
         return None if raw is None else json.loads(raw)
 
     def tasks_done(self, job_id: str) -> int:
-        return int(self.redis.scard(self.keys.job_done(job_id)))  # type: ignore[arg-type]
+        return int(self.redis.scard(self.keys.job_done(job_id)))
 
     def data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
         return self.redis.hmget(self.keys.job_data(job_id), fields)  # type: ignore[return-value]
 
     def results(self, job_id: str) -> dict[int, bytes]:
         raw = self.redis.hgetall(self.keys.job_results(job_id))
-        return {int(k): v for k, v in raw.items()}  # type: ignore[union-attr]
+        return {int(k): v for k, v in raw.items()}  # type: ignore[misc]
 
     # -- task lifecycle (workers) -----------------------------------------------
     def mark_started(self, job_id: str) -> None:
@@ -208,7 +208,7 @@ class Store:
 
     def api_key(self, key: str) -> ApiKey | None:
         raw = self.redis.hget(self.keys.api_keys, hash_api_key(key))
-        return None if raw is None else ApiKey(**json.loads(raw))  # type: ignore[arg-type]
+        return None if raw is None else ApiKey(**json.loads(raw))
 
     def api_keys(self) -> dict[str, ApiKey]:
         raw = self.redis.hgetall(self.keys.api_keys)
@@ -216,4 +216,4 @@ class Store:
 
     def revoke_api_key(self, key_hash_or_prefix: str) -> int:
         gone = [h for h, rec in self.api_keys().items() if h == key_hash_or_prefix or rec.prefix == key_hash_or_prefix]
-        return int(self.redis.hdel(self.keys.api_keys, *gone)) if gone else 0  # type: ignore[arg-type]
+        return int(self.redis.hdel(self.keys.api_keys, *gone)) if gone else 0

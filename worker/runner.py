@@ -24,7 +24,7 @@ from service.planner import pack_segment
 from service.settings import Settings
 from service.store import Store
 
-from .engines import Block, EngineUnsupported, Program
+from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
 from .engines.lightning import LightningEngine
 
@@ -55,7 +55,7 @@ class Runner:
         self.settings = settings
         self.store = store
         self.backends = simulator_backends(settings.max_qubits, settings.max_shots)
-        self.engines = {
+        self.engines: dict[str, Engine] = {
             "aer": AerEngine(settings.worker_threads),
             "lightning": LightningEngine(settings.worker_threads),
         }
@@ -79,9 +79,9 @@ class Runner:
             spec = self.store.spec(job_id)
             if spec is not None:
                 self._specs.put(job_id, spec)
-        return spec
+        return spec  # type: ignore[no-any-return]
 
-    def _pub(self, job_id: str, i: int) -> tuple[Program, np.ndarray, np.ndarray | None]:
+    def _pub(self, job_id: str, i: int, rows: int) -> tuple[Program, np.ndarray, np.ndarray | None]:
         key = (job_id, i)
         cached = self._pubs.hit(key)
         if cached is not None:
@@ -96,7 +96,7 @@ class Runner:
             observables = [SparsePauliOp.from_list(list(o.items())) for o in json.loads(obs_raw)]
             program = self._programs.put(digest, Program(circuit, observables))
         P = program.circuit.num_parameters
-        values = np.frombuffer(values_raw, dtype="<f8").reshape(-1, P)
+        values = np.frombuffer(values_raw, dtype="<f8").reshape(rows, P)
         pairs = None if pairs_raw is None else np.frombuffer(pairs_raw, dtype="<i8").reshape(-1, 2)
         return self._pubs.put(key, (program, values, pairs))  # type: ignore[no-any-return]
 
@@ -122,7 +122,7 @@ class Runner:
         t0 = time.perf_counter()
         for i, start, stop in spec["tasks"][task]:
             pub = spec["pubs"][i]
-            program, values, pairs = self._pub(job_id, i)
+            program, values, pairs = self._pub(job_id, i, int(pub["M"]))
             if pub["mode"] == "product":
                 block = Block(values=values[start:stop])
             else:
@@ -143,7 +143,13 @@ class Runner:
         outcome = self.store.complete_task(job_id, task, b"".join(parts))
         log.info(
             "task done",
-            extra={"job_id": job_id, "task": task, "engines": engines_used, "seconds": round(time.perf_counter() - t0, 4), "outcome": outcome},
+            extra={
+                "job_id": job_id,
+                "task": task,
+                "engines": engines_used,
+                "seconds": round(time.perf_counter() - t0, 4),
+                "outcome": outcome,
+            },
         )
         return outcome
 
@@ -171,4 +177,6 @@ def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: 
     if job.retries_left:
         return
     job_id, task = job.args
-    _runner.store.finish(job_id, "failed", "task_failed", f"task {task} failed: {type.__name__ if type else 'error'}: {value}")
+    _runner.store.finish(
+        job_id, "failed", "task_failed", f"task {task} failed: {type.__name__ if type else 'error'}: {value}"
+    )

@@ -12,7 +12,7 @@ import httpx
 from ._base import DEFAULT_TIMEOUT, BaseClient
 from .errors import APIError, JobCancelledError, JobFailedError, JobTimeoutError, RateLimitedError, ServerError
 from .results import JobResult
-from .wire import TERMINAL_STATUSES, BackendInfo, JobInfo
+from .wire import BackendInfo, JobInfo
 from .wire import JobResult as WireJobResult
 
 # One long-poll asks the service to hold the request at most this long.
@@ -36,8 +36,8 @@ def _final_from_conflict(exc: APIError) -> None:
 
 def _retry_delay(exc: Exception, attempt: int) -> float:
     if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-        return exc.retry_after
-    return min(0.1 * 2**attempt, 2.0)
+        return float(exc.retry_after)
+    return float(min(0.1 * 2.0**attempt, 2.0))
 
 
 class Job:
@@ -111,7 +111,9 @@ class Client(BaseClient):
     def _request(self, method: str, path: str, **kw: Any) -> Any:
         for attempt in range(RETRIES + 1):
             try:
-                return self._check(self._http.request(method, path, timeout=kw.pop("timeout", None) or self._http.timeout, **kw))
+                return self._check(
+                    self._http.request(method, path, timeout=kw.pop("timeout", None) or self._http.timeout, **kw)
+                )
             except (RateLimitedError, ServerError, httpx.TransportError) as exc:
                 if attempt == RETRIES or (method == "POST" and not isinstance(exc, RateLimitedError)):
                     raise
@@ -208,7 +210,9 @@ class AsyncClient(BaseClient):
     async def _request(self, method: str, path: str, **kw: Any) -> Any:
         for attempt in range(RETRIES + 1):
             try:
-                response = await self._http.request(method, path, timeout=kw.pop("timeout", None) or self._http.timeout, **kw)
+                response = await self._http.request(
+                    method, path, timeout=kw.pop("timeout", None) or self._http.timeout, **kw
+                )
                 return self._check(response)
             except (RateLimitedError, ServerError, httpx.TransportError) as exc:
                 if attempt == RETRIES or (method == "POST" and not isinstance(exc, RateLimitedError)):

@@ -26,9 +26,7 @@ class QfleetError(Exception):
 class APIError(QfleetError):
     """The service answered with an error body ``{"error": {code, message, details}}``."""
 
-    def __init__(
-        self, message: str, *, status: int, code: str, details: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int, code: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(f"[{status} {code}] {message}")
         self.message = message
         self.status = status
@@ -111,7 +109,5 @@ def error_from_response(status: int, body: Any, retry_after: str | None = None) 
     }
     message = str(err.get("message", ""))
     if cls is RateLimitedError:
-        return RateLimitedError(
-            message, retry_after=float(retry_after) if retry_after else None, **kw
-        )
+        return RateLimitedError(message, retry_after=float(retry_after) if retry_after else None, **kw)
     return cls(message, **kw)

@@ -92,4 +92,3 @@ class Estimator(BaseEstimatorV2):
 
 
 __all__ = ["Estimator", "EstimatorJob"]
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +32,7 @@ class Array(BaseModel):
     data: str = Field(description="base64 of the raw little-endian bytes, C order.")
 
 
-ArrayLike = Union[Array, list[Any], float, int]
+ArrayLike = Array | list[Any] | float | int
 
 
 def encode_array(values: Any, dtype: str = "float64") -> Array:
@@ -123,7 +123,9 @@ class Pub(BaseModel):
 
 class JobOptions(BaseModel):
     precision: float | None = Field(
-        default=None, ge=0, description="Default precision for PUBs without one; 0 or absent is exact where the backend allows."
+        default=None,
+        ge=0,
+        description="Default precision for PUBs without one; 0 or absent is exact where the backend allows.",
     )
     shots: int | None = Field(default=None, ge=1, description="Shots per circuit; implies shot-based estimates.")
     seed: int | None = Field(default=None, ge=0, description="Seed for shot sampling, for reproducible runs.")
@@ -248,7 +250,9 @@ class BackendInfo(BaseModel):
     max_shots: int
     max_circuits: int
     native_gates: list[str]
-    coupling_map: list[list[int]] | None = Field(default=None, description="Pairs of coupled qubits; null for all-to-all.")
+    coupling_map: list[list[int]] | None = Field(
+        default=None, description="Pairs of coupled qubits; null for all-to-all."
+    )
     engines: list[str]
     options: list[str] = Field(description="Job options this backend accepts.")
     gradients: list[str]

@@ -52,7 +52,9 @@ async def get_result(
     request: Request,
     jobs: JobsDep,
     tenant: TenantDep,
-    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request until the job is final.")] = 0.0,
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request until the job is final.")
+    ] = 0.0,
 ) -> Any:
     """The job's evs, stds (and gradients), one entry per PUB in request order, once it is
     done. With ``wait``, the request is held until the job is final or ``wait`` seconds

@@ -38,31 +38,94 @@ def job(pub: dict[str, Any], **top: Any) -> dict[str, Any]:
 
 
 def pub(circuit: str = QASM, observables: Any = "ZZ", values: Any = ((0.1, 0.2),), **extra: Any) -> dict[str, Any]:
-    return {"circuit": {"format": "qasm3", "data": circuit}, "observables": observables, "parameter_values": values, **extra}
+    return {
+        "circuit": {"format": "qasm3", "data": circuit},
+        "observables": observables,
+        "parameter_values": values,
+        **extra,
+    }
 
 
 WIDE = training_ansatz(21)
 
 CASES = [
     ("circuit text that does not parse", job(pub("OPENQASM 3.0; qubit[2] q; h q[0]")), 400, "invalid_circuit"),
-    ("unknown gate", job(pub('OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; foo q[0];', values=None)), 400, "unknown_gate"),
-    ("non-standard include", job(pub('OPENQASM 3.0; include "evil.inc"; qubit[1] q;', "Z", None)), 400, "unsupported_include"),
-    ("QPY that is not base64", job({"circuit": {"format": "qpy", "data": "%%%"}, "observables": "Z"}), 400, "invalid_circuit"),
-    ("QPY that is not QPY", job({"circuit": {"format": "qpy", "data": base64.b64encode(b"nonsense").decode()}, "observables": "Z"}), 400, "invalid_circuit"),
+    (
+        "unknown gate",
+        job(pub('OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; foo q[0];', values=None)),
+        400,
+        "unknown_gate",
+    ),
+    (
+        "non-standard include",
+        job(pub('OPENQASM 3.0; include "evil.inc"; qubit[1] q;', "Z", None)),
+        400,
+        "unsupported_include",
+    ),
+    (
+        "QPY that is not base64",
+        job({"circuit": {"format": "qpy", "data": "%%%"}, "observables": "Z"}),
+        400,
+        "invalid_circuit",
+    ),
+    (
+        "QPY that is not QPY",
+        job({"circuit": {"format": "qpy", "data": base64.b64encode(b"nonsense").decode()}, "observables": "Z"}),
+        400,
+        "invalid_circuit",
+    ),
     ("parameter count mismatch", job(pub(values=[[0.1, 0.2, 0.3]])), 400, "parameter_count_mismatch"),
-    ("broadcast shape mismatch", job(pub(observables=["ZZ", "XX", "YY"], values=[[0.1, 0.2], [0.3, 0.4]])), 400, "shape_mismatch"),
-    ("NaN parameter", job(pub(values={"dtype": "float64", "shape": [1, 2], "data": base64.b64encode(b"\x00" * 8 + b"\x00" * 6 + b"\xf8\x7f").decode()})), 400, "non_finite_parameters"),
+    (
+        "broadcast shape mismatch",
+        job(pub(observables=["ZZ", "XX", "YY"], values=[[0.1, 0.2], [0.3, 0.4]])),
+        400,
+        "shape_mismatch",
+    ),
+    (
+        "NaN parameter",
+        job(
+            pub(
+                values={
+                    "dtype": "float64",
+                    "shape": [1, 2],
+                    "data": base64.b64encode(b"\x00" * 8 + b"\x00" * 6 + b"\xf8\x7f").decode(),
+                }
+            )
+        ),
+        400,
+        "non_finite_parameters",
+    ),
     ("infinite parameter as JSON", job(pub(values=[[0.1, 1e999]])), 400, "non_finite_parameters"),
     ("observable wider than the circuit", job(pub(observables="ZZZ")), 400, "observable_too_wide"),
     ("observable narrower than the circuit", job(pub(observables="Z")), 400, "observable_qubit_mismatch"),
     ("not a Pauli label", job(pub(observables="ZQ")), 400, "invalid_observable"),
     ("unknown backend", job(pub(), backend="nope"), 400, "unknown_backend"),
-    ("more qubits than the backend", job(encode_pub((WIDE, "Z" * 21, [[0.0] * WIDE.num_parameters])).model_dump(mode="json")), 400, "too_many_qubits"),
-    ("measurement in an estimator circuit", job(pub('OPENQASM 3.0; include "stdgates.inc"; qubit[1] q; bit[1] c; c[0] = measure q[0];', "Z", None)), 400, "unsupported_instruction"),
-    ("shots on an exact-only backend", job(pub(), backend="lightning", options={"shots": 100}), 400, "option_not_supported"),
+    (
+        "more qubits than the backend",
+        job(encode_pub((WIDE, "Z" * 21, [[0.0] * WIDE.num_parameters])).model_dump(mode="json")),
+        400,
+        "too_many_qubits",
+    ),
+    (
+        "measurement in an estimator circuit",
+        job(pub('OPENQASM 3.0; include "stdgates.inc"; qubit[1] q; bit[1] c; c[0] = measure q[0];', "Z", None)),
+        400,
+        "unsupported_instruction",
+    ),
+    (
+        "shots on an exact-only backend",
+        job(pub(), backend="lightning", options={"shots": 100}),
+        400,
+        "option_not_supported",
+    ),
     ("no PUBs", {"backend": "aer", "pubs": []}, 422, "invalid_request"),
     ("negative precision", job(pub(precision=-1)), 422, "invalid_request"),
-    ("array data of the wrong length", job(pub(values={"dtype": "float64", "shape": [1, 2], "data": "AAAA"})), 400, "invalid_parameter_values"),
+    (
+        "array data of the wrong length",
+        job(pub(values={"dtype": "float64", "shape": [1, 2], "data": "AAAA"})),
+        400,
+        "invalid_parameter_values",
+    ),
 ]
 
 
@@ -89,7 +152,10 @@ def test_malformed_json(api: TestClient) -> None:
 
 
 def test_keys_and_tenants(api: TestClient) -> None:
-    assert api.post("/v1/jobs", json=job(pub()), headers={"Authorization": ""}).json()["error"]["code"] == "missing_api_key"
+    assert (
+        api.post("/v1/jobs", json=job(pub()), headers={"Authorization": ""}).json()["error"]["code"]
+        == "missing_api_key"
+    )
     assert api.get("/v1/backends", headers={"Authorization": "Bearer wrong"}).status_code == 401
     created = api.post("/v1/jobs", json=job(pub()))
     assert created.status_code == 201, created.text
@@ -97,7 +163,11 @@ def test_keys_and_tenants(api: TestClient) -> None:
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     other = {"Authorization": f"Bearer {OTHER}"}
     unknown = api.get("/v1/jobs/j-doesnotexist").json()
-    for method, path in [("GET", f"/v1/jobs/{job_id}"), ("GET", f"/v1/jobs/{job_id}/result"), ("DELETE", f"/v1/jobs/{job_id}")]:
+    for method, path in [
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("GET", f"/v1/jobs/{job_id}/result"),
+        ("DELETE", f"/v1/jobs/{job_id}"),
+    ]:
         response = api.request(method, path, headers=other)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == unknown["error"]["code"] == "job_not_found"
@@ -106,8 +176,14 @@ def test_keys_and_tenants(api: TestClient) -> None:
 def test_openapi_describes_every_endpoint_with_examples(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
     paths = spec["paths"]
-    for path, method in [("/v1/jobs", "post"), ("/v1/jobs/{job_id}", "get"), ("/v1/jobs/{job_id}/result", "get"),
-                         ("/v1/jobs/{job_id}", "delete"), ("/v1/backends", "get"), ("/healthz", "get")]:
+    for path, method in [
+        ("/v1/jobs", "post"),
+        ("/v1/jobs/{job_id}", "get"),
+        ("/v1/jobs/{job_id}/result", "get"),
+        ("/v1/jobs/{job_id}", "delete"),
+        ("/v1/backends", "get"),
+        ("/healthz", "get"),
+    ]:
         assert method in paths[path], (path, method)
     schemas = spec["components"]["schemas"]
     for name in ("JobRequest", "Pub", "Array", "Circuit", "ErrorBody", "JobInfo"):

@@ -27,7 +27,10 @@ def direct_aer(circuit, observables, values):  # type: ignore[no-untyped-def]
 
 
 def paulis(n: int, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    flat = [SparsePauliOp(["".join(rng.choice(list("IXYZ"), n)) for _ in range(2)], rng.normal(size=2)) for _ in range(int(np.prod(shape)))]
+    flat = [
+        SparsePauliOp(["".join(rng.choice(list("IXYZ"), n)) for _ in range(2)], rng.normal(size=2))
+        for _ in range(int(np.prod(shape)))
+    ]
     arr = np.empty(len(flat), dtype=object)
     arr[:] = flat
     return arr.reshape(shape)
@@ -85,7 +88,9 @@ def test_shot_estimates_agree_within_standard_errors(client: Client) -> None:
     circuit = random_circuit(3, rng)
     obs = paulis(3, (4, 1), rng)
     values = rng.uniform(-np.pi, np.pi, (5, circuit.num_parameters))
-    result = client.estimate([(circuit, obs, values)], shots=4000, seed=int(rng.integers(1 << 30))).result(timeout=120)[0]
+    result = client.estimate([(circuit, obs, values)], shots=4000, seed=int(rng.integers(1 << 30))).result(timeout=120)[
+        0
+    ]
     want = direct_aer(circuit, obs, values)
     assert np.all(result.stds > 0)
     assert np.max(np.abs(result.evs - want) / result.stds) < 5.0

@@ -9,9 +9,23 @@ import qfleet
 
 def test_public_names_are_locked() -> None:
     assert sorted(qfleet.__all__) == [
-        "APIError", "AsyncClient", "AsyncJob", "AuthError", "Client", "InvalidRequestError", "Job",
-        "JobCancelledError", "JobFailedError", "JobResult", "JobTimeoutError", "NotFoundError", "PubResult",
-        "QfleetError", "RateLimitedError", "ServerError", "__version__",
+        "APIError",
+        "AsyncClient",
+        "AsyncJob",
+        "AuthError",
+        "Client",
+        "InvalidRequestError",
+        "Job",
+        "JobCancelledError",
+        "JobFailedError",
+        "JobResult",
+        "JobTimeoutError",
+        "NotFoundError",
+        "PubResult",
+        "QfleetError",
+        "RateLimitedError",
+        "ServerError",
+        "__version__",
     ]
 
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from qiskit import transpile
 from qiskit.primitives.containers import ObservablesArray
 from qiskit.quantum_info import SparsePauliOp, Statevector
-from qiskit import transpile
 from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import EstimatorV2
 
@@ -39,7 +39,9 @@ def test_engines_match_exact_statevector_and_aer(seed: int, diagonal: bool) -> N
     values = rng.uniform(-np.pi, np.pi, (5, circuit.num_parameters))
     reference = exact(program, values)
     native = transpile(circuit, AerSimulator(), optimization_level=0)  # Aer lacks e.g. iswap
-    aer = EstimatorV2().run([(native, ObservablesArray([[o] for o in program.observables]), values)]).result()[0].data.evs
+    aer = (
+        EstimatorV2().run([(native, ObservablesArray([[o] for o in program.observables]), values)]).result()[0].data.evs
+    )
     np.testing.assert_allclose(aer, reference, atol=1e-8)
     for engine in (AerEngine(1), LightningEngine(1)):
         evs, stds = engine.estimate(program, Block(values=values))

@@ -17,7 +17,9 @@ def make_pub(obs_shape: tuple[int, ...], par_shape: tuple[int, ...], n: int = 2,
     M = int(np.prod(par_shape)) if par_shape else 1
     values = np.arange(M * P, dtype=float).reshape(M, P)
     observables = [{"Z" * n: float(k + 1)} for k in range(K)]
-    return ParsedPub(qc, b"", observables, obs_shape, values, par_shape, tuple(np.broadcast_shapes(obs_shape, par_shape)), 0.0, 0)
+    return ParsedPub(
+        qc, b"", observables, obs_shape, values, par_shape, tuple(np.broadcast_shapes(obs_shape, par_shape)), 0.0, 0
+    )
 
 
 def fake_value(k: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -43,7 +45,16 @@ def run_fake_tasks(plan, pubs) -> dict[int, bytes]:  # type: ignore[no-untyped-d
 
 @pytest.mark.parametrize(
     "obs_shape, par_shape",
-    [((), ()), ((4, 1), (7,)), ((3,), (3,)), ((2, 1), (1, 5)), ((), (6, 2)), ((5,), ()), ((50,), (50,)), ((2, 3, 1), (4,))],
+    [
+        ((), ()),
+        ((4, 1), (7,)),
+        ((3,), (3,)),
+        ((2, 1), (1, 5)),
+        ((), (6, 2)),
+        ((5,), ()),
+        ((50,), (50,)),
+        ((2, 3, 1), (4,)),
+    ],
 )
 @pytest.mark.parametrize("target_s", [1e-9, 1e-4, 10.0])
 def test_assembly_inverts_sharding(obs_shape, par_shape, target_s) -> None:  # type: ignore[no-untyped-def]

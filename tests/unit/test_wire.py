@@ -6,7 +6,13 @@ from hypothesis.extra.numpy import array_shapes, arrays
 from qfleet.wire import Array, decode_array, encode_array
 
 
-@given(arrays(np.float64, array_shapes(min_dims=0, max_dims=4, max_side=5), elements=st.floats(allow_nan=True, allow_infinity=True)))
+@given(
+    arrays(
+        np.float64,
+        array_shapes(min_dims=0, max_dims=4, max_side=5),
+        elements=st.floats(allow_nan=True, allow_infinity=True),
+    )
+)
 def test_array_round_trip_is_bit_exact(values: np.ndarray) -> None:
     wire = Array.model_validate_json(encode_array(values).model_dump_json())
     back = decode_array(wire)

@@ -9,7 +9,7 @@ parameter row, giving (K, rows); ``zip`` blocks pair observable ``obs_index[j]``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -35,6 +35,12 @@ class Block:
     obs_index: np.ndarray | None = None  # (rows,) in zip mode; None in product mode
     shots: int = 0
     seed: int | None = None
+
+
+class Engine(Protocol):
+    name: str
+
+    def estimate(self, program: Program, block: Block) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class EngineUnsupported(Exception):

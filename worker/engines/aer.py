@@ -53,15 +53,14 @@ class AerEngine:
             pub_values = values if circuit.num_parameters else None
         pub = (circuit, observables, pub_values)
         if block.shots:
-            estimator = BackendEstimatorV2(backend=self._simulator, options={"default_precision": 1.0 / np.sqrt(block.shots)})
+            estimator = BackendEstimatorV2(
+                backend=self._simulator, options={"default_precision": 1.0 / np.sqrt(block.shots)}
+            )
             if block.seed is not None:
                 estimator.options.seed_simulator = block.seed
             data = estimator.run([pub]).result()[0].data
         else:
             data = self._exact.run([pub]).result()[0].data
         evs, stds = np.asarray(data.evs, dtype=float), np.asarray(data.stds, dtype=float)
-        if block.obs_index is None:
-            shape = (len(program.observables), rows)
-        else:
-            shape = (rows,)
+        shape: tuple[int, ...] = (len(program.observables), rows) if block.obs_index is None else (rows,)
         return np.broadcast_to(evs, shape).copy(), np.broadcast_to(stds, shape).copy()

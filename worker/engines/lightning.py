@@ -103,7 +103,9 @@ def compile_circuit(program: Program) -> list[_Op]:
                 matrix = np.ascontiguousarray(op.to_matrix(), dtype=np.complex128)
             except Exception as exc:
                 raise EngineUnsupported(f"no matrix for '{name}'") from exc
-            ops.append(_Op("applyMatrix", wires[::-1], False, [], matrix))  # qiskit's first qubit is the least significant
+            ops.append(
+                _Op("applyMatrix", wires[::-1], False, [], matrix)
+            )  # qiskit's first qubit is the least significant
         else:
             raise EngineUnsupported(f"no kernel for parameterized gate '{name}'")
     return ops
@@ -135,7 +137,7 @@ class LightningEngine:
         if prepared is None:
             prepared = (compile_circuit(program), _z_signs(program.num_qubits, program.observables))
             program.cache["lightning"] = prepared
-        return prepared  # type: ignore[no-any-return]
+        return prepared
 
     def estimate(self, program: Program, block: Block) -> tuple[np.ndarray, np.ndarray]:
         if block.shots:

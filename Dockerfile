@@ -1,0 +1,11 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY client ./client
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY worker ./worker
+COPY examples ./examples
+RUN pip install --no-cache-dir ./client . && useradd -r qfleet
+USER qfleet
+ENV QFLEET_REDIS_URL=redis://redis:6379/0
+CMD ["qfleet", "api", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,32 @@
+# The two commands a new user needs: `make demo` (the main job) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup redis demo up test lint bench
+
+setup: $(VENV)/.installed redis
+
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e ./client -e ".[dev]"
+	touch $@
+
+redis:
+	@scripts/ensure-redis
+
+demo: setup
+	$(BIN)/qfleet demo
+
+up: setup
+	$(BIN)/qfleet up --port 8000 --workers 2
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy client/qfleet service worker
+
+bench: setup
+	$(BIN)/python -m bench.run
