@@ -31,8 +31,9 @@ def simulator_backends(max_qubits: int, max_shots: int) -> dict[str, Backend]:
         "aer": Backend(
             name="aer",
             description="Statevector simulation on CPU. Exact by default; shot-based when "
-            "precision or shots is set. Each task runs on the fastest engine for it: Aer "
-            "with runtime parameter binding for narrow circuits, Lightning for wide ones.",
+            "precision or shots is set. Exact tasks run on Lightning's kernels, the fastest "
+            "engine measured here, and on Aer for circuits Lightning cannot compile; "
+            "shot-based tasks run on Aer.",
             num_qubits=max_qubits,
             exact=True,
             supports_shots=True,
@@ -41,8 +42,8 @@ def simulator_backends(max_qubits: int, max_shots: int) -> dict[str, Backend]:
         ),
         "lightning": Backend(
             name="lightning",
-            description="Exact statevector simulation with PennyLane Lightning's kernels "
-            "(falls back to Aer for gates it lacks).",
+            description="Exact statevector simulation only (no shots), on Lightning's kernels "
+            "with Aer for circuits Lightning cannot compile.",
             num_qubits=max_qubits,
             exact=True,
             supports_shots=False,

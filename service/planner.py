@@ -22,11 +22,13 @@ import numpy as np
 
 from .pubs import ParsedPub
 
-# Seconds per row: a fixed part per circuit execution, plus a part that scales with the
-# statevector size times the work per state (gates and observable terms). Fitted to the
-# WORKLOADS.md reference figures (n=12, B=256 forward ~0.1-0.2 s in Aer).
-_ROW_FIXED_S = 2e-5
-_ROW_PER_AMP_OP_S = 1.5e-9
+# Seconds per row on one core: a fixed part per circuit execution, plus a part that scales
+# with the statevector size times the work per state (gates and observable terms). Fitted
+# to the Lightning engine on the WORKLOADS.md ansatz (n=12: ~75 µs a row, n=16: ~0.9 ms);
+# shot-based rows run on Aer, which costs several times more, plus the sampling.
+_ROW_FIXED_S = 1e-5
+_ROW_PER_AMP_OP_S = 2.5e-10
+_AER_FACTOR = 5.0
 _SHOT_S = 2e-7
 COST_QUBIT_CAP = 30
 
@@ -54,7 +56,7 @@ def row_seconds(pub: ParsedPub, mode: str, gradient: str | None) -> float:
     amps = 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP)
     seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (pub.circuit.size() + per_row_terms)
     if pub.shots:
-        seconds += _SHOT_S * pub.shots * max(1.0, per_row_terms)
+        seconds = seconds * _AER_FACTOR + _SHOT_S * pub.shots * max(1.0, per_row_terms)
     return float(seconds * gradient_factor(gradient, pub.num_parameters))
 
 

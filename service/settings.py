@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     max_ops: int = 100_000
 
     # planning
-    task_target_s: float = Field(default=0.15, description="Aim each task at this many seconds of compute.")
+    task_target_s: float = Field(default=0.1, description="Aim each task at this many seconds of compute.")
     task_timeout_s: int = 600
     task_retries: int = 2
     result_ttl_s: int = 24 * 3600
@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     worker_threads: int = Field(
         default=0, description="Engine threads per worker; 0 = share the cores among local workers."
     )
-    lightning_min_qubits: int = Field(default=14, description="From this width up, exact runs prefer Lightning.")
 
     @model_validator(mode="after")
     def _threads(self) -> Settings:

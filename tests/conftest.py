@@ -11,6 +11,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from redis import Redis
 
+from bench.workloads import training_ansatz  # noqa: F401  (re-exported for the tests)
 from service.stack import Stack, free_port, start_redis
 
 
@@ -43,21 +44,6 @@ def client(stack: Stack) -> Iterator[object]:
 
     with Client(stack.url, api_key=stack.api_key) as c:
         yield c
-
-
-def training_ansatz(n: int, layers: int = 2) -> QuantumCircuit:
-    """The WORKLOADS.md training-step ansatz: RY, RZ on each qubit, then a CX ladder."""
-    theta = ParameterVector("θ", 2 * n * layers)
-    qc = QuantumCircuit(n)
-    k = 0
-    for _ in range(layers):
-        for q in range(n):
-            qc.ry(theta[k], q)
-            qc.rz(theta[k + 1], q)
-            k += 2
-        for q in range(n - 1):
-            qc.cx(q, q + 1)
-    return qc
 
 
 def random_circuit(n: int, rng: np.random.Generator, depth: int = 4) -> QuantumCircuit:

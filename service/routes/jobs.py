@@ -63,13 +63,13 @@ async def get_result(
     deadline = time.monotonic() + wait
     with events.watch(job_id) as event:
         while True:
+            event.clear()  # before the check: an event that lands during it is kept
             status, record = await run_in_threadpool(jobs.status, job_id, tenant.name)
             if status in TERMINAL_STATUSES:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            event.clear()
             try:
                 await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
             except asyncio.TimeoutError:

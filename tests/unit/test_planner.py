@@ -72,7 +72,7 @@ def test_assembly_inverts_sharding(obs_shape, par_shape, target_s) -> None:  # t
 def test_big_pubs_split_and_small_pubs_share_tasks() -> None:
     big = make_pub((8, 1), (4096,), n=12)
     smalls = [make_pub((), (), n=2) for _ in range(20)]
-    plan = plan_job([big, *smalls], 0.15)
+    plan = plan_job([big, *smalls], 0.02)
     big_tasks = [t for t in plan.tasks if any(seg[0] == 0 for seg in t)]
     assert len(big_tasks) > 1
     assert len(plan.tasks) - len(big_tasks) < 5  # twenty tiny PUBs packed into few tasks

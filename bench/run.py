@@ -1,0 +1,205 @@
+"""The qfleet benchmark: the service and the direct library call on the same work, in
+the same run, reported as ratios (the machine is shared and noisy; ratios hold).
+
+    make bench            # or: python -m bench.run [--quick]
+
+Writes bench/results/latest.json and bench/results/latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qfleet import Client
+from qiskit_aer.primitives import EstimatorV2
+
+from bench.workloads import training_ansatz, z_observables
+from service.stack import Stack, free_port
+from worker.engines import Block, Program
+from worker.engines.lightning import LightningEngine
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def direct_aer(circuit: Any, obs: Any, values: np.ndarray) -> Callable[[], Any]:
+    estimator = EstimatorV2(options={"backend_options": {"runtime_parameter_bind_enable": True}})
+    return lambda: estimator.run([(circuit, obs, values)]).result()[0].data.evs
+
+
+def direct_lightning(n: int, values: np.ndarray, layers: int = 2) -> Callable[[], Any]:
+    import pennylane as qml
+
+    dev = qml.device("lightning.qubit", wires=n)
+
+    def run() -> Any:
+        tapes = []
+        for x in values:
+            ops, k = [], 0
+            for _ in range(layers):
+                for q in range(n):
+                    # qiskit qubit q is PennyLane wire n-1-q
+                    ops += [qml.RY(x[k], wires=n - 1 - q), qml.RZ(x[k + 1], wires=n - 1 - q)]
+                    k += 2
+                ops += [qml.CNOT(wires=[n - 1 - q, n - 2 - q]) for q in range(n - 1)]
+            tapes.append(qml.tape.QuantumScript(ops, [qml.expval(qml.PauliZ(n - 1 - i)) for i in range(n)]))
+        return np.array(dev.execute(tapes)).T
+
+    return run
+
+
+def forward(client: Client, n: int, B: int, repeats: int) -> dict[str, Any]:
+    rng = np.random.default_rng(n * 1000 + B)
+    circuit = training_ansatz(n)
+    values = rng.uniform(0, 2 * np.pi, (B, circuit.num_parameters))
+    obs = z_observables(n)
+    aer = direct_aer(circuit, obs, values)
+    light = direct_lightning(n, values)
+    service = lambda: client.estimate([(circuit, obs, values)]).result(timeout=600)[0].evs  # noqa: E731
+    program = Program(circuit, [o[0] for o in obs])
+    engine = LightningEngine(os.cpu_count() or 1)
+    kernels = lambda: engine.estimate(program, Block(values=values))[0]  # noqa: E731
+    np.testing.assert_allclose(service(), aer(), atol=1e-8)
+    np.testing.assert_allclose(light(), aer(), atol=1e-8)
+    np.testing.assert_allclose(kernels(), aer(), atol=1e-8)
+    t_aer, t_light, t_kernels, t_service = (median_time(f, repeats) for f in (aer, light, kernels, service))
+    best = min(t_aer, t_light)
+    return {
+        "work": f"forward n={n} B={B}",
+        "direct_aer_s": t_aer,
+        "direct_lightning_s": t_light,
+        "qfleet_engine_in_process_s": t_kernels,
+        "service_s": t_service,
+        "ratio_vs_best_direct": t_service / best,
+        "ratio_vs_engine_in_process": t_service / t_kernels,
+    }
+
+
+def small_jobs(client: Client, count: int) -> dict[str, Any]:
+    circuit = training_ansatz(4)
+    values = np.random.default_rng(0).uniform(0, 1, (1, circuit.num_parameters))
+    for _ in range(10):
+        client.estimate([(circuit, "ZIII", values)]).result(timeout=30)
+    lat = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        client.estimate([(circuit, "ZIII", values)]).result(timeout=30)
+        lat.append(time.perf_counter() - t0)
+    direct = median_time(direct_aer(circuit, "ZIII", values), 20)
+    return {
+        "work": f"one-circuit jobs n=4 (x{count})",
+        "p50_ms": 1000 * float(np.percentile(lat, 50)),
+        "p99_ms": 1000 * float(np.percentile(lat, 99)),
+        "direct_aer_ms": 1000 * direct,
+    }
+
+
+def naive_vs_batched(client: Client, B: int) -> dict[str, Any]:
+    circuit = training_ansatz(4)
+    values = np.random.default_rng(1).uniform(0, 2 * np.pi, (B, circuit.num_parameters))
+    obs = z_observables(4)
+    batched = median_time(lambda: client.estimate([(circuit, obs, values)]).result(timeout=60), 5)
+    t0 = time.perf_counter()
+    for x in values:
+        client.estimate([(circuit, obs, x)]).result(timeout=60)
+    naive = time.perf_counter() - t0
+    return {
+        "work": f"forward n=4 B={B}: one request per circuit vs one job",
+        "naive_s": naive,
+        "batched_s": batched,
+        "speedup": naive / batched,
+    }
+
+
+def throughput(workers: int, n: int, B: int, jobs: int) -> float:
+    """Circuits per second for a compute-bound stream of jobs, 1 engine thread per worker."""
+    with (
+        Stack(port=free_port(), workers=workers, threads_per_worker=1) as stack,
+        Client(stack.url, api_key=stack.api_key) as client,
+    ):
+        circuit = training_ansatz(n)
+        values = np.random.default_rng(2).uniform(0, 2 * np.pi, (B, circuit.num_parameters))
+        obs = z_observables(n)
+        client.estimate([(circuit, obs, values[:8])]).result(timeout=60)
+        t0 = time.perf_counter()
+        handles = [client.estimate([(circuit, obs, values)]) for _ in range(jobs)]
+        for h in handles:
+            h.result(timeout=600)
+        return jobs * B / (time.perf_counter() - t0)
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [
+        "| work | direct library (best) | qfleet engine in-process | service end to end | ratio vs best direct | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results["forward"]:
+        best = min(r["direct_aer_s"], r["direct_lightning_s"])
+        target = {"forward n=8 B=64": "≤1.5×"}.get(r["work"], "≤1.10×")
+        rows.append(
+            f"| {r['work']} | {best * 1000:.1f} ms (Aer {r['direct_aer_s'] * 1000:.1f}, Lightning {r['direct_lightning_s'] * 1000:.1f}) "
+            f"| {r['qfleet_engine_in_process_s'] * 1000:.1f} ms | {r['service_s'] * 1000:.1f} ms | {r['ratio_vs_best_direct']:.2f}× | {target} |"
+        )
+    s = results["small_jobs"]
+    rows.append(
+        f"| {s['work']} | {s['direct_aer_ms']:.2f} ms | | p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms | | p50 ≤10 ms, p99 ≤20 ms |"
+    )
+    t = results["throughput"]
+    rows.append(
+        f"| {t['work']} | | 1 worker: {t['one_worker_cps']:.0f} circuits/s | 2 workers: {t['two_workers_cps']:.0f} circuits/s | {t['scaling']:.2f}× | ≥1.7× |"
+    )
+    nv = results["naive"]
+    rows.append(
+        f"| {nv['work']} | | naive: {nv['naive_s'] * 1000:.0f} ms | batched: {nv['batched_s'] * 1000:.1f} ms | {nv['speedup']:.0f}× faster | ≥50× |"
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller throughput run")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with Stack(port=free_port(), workers=2) as stack, Client(stack.url, api_key=stack.api_key) as client:
+        results["forward"] = [forward(client, n, B, repeats) for n, B in [(8, 64), (12, 256), (16, 256)]]
+        results["small_jobs"] = small_jobs(client, 100 if args.quick else 400)
+        results["naive"] = naive_vs_batched(client, 256)
+    n, B, jobs = 16, 128, 4 if args.quick else 8
+    one, two = throughput(1, n, B, jobs), throughput(2, n, B, jobs)
+    results["throughput"] = {
+        "work": f"throughput n={n} B={B} x{jobs} jobs",
+        "one_worker_cps": one,
+        "two_workers_cps": two,
+        "scaling": two / one,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    md = table(results)
+    (RESULTS / "latest.md").write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
