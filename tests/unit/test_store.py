@@ -1,0 +1,55 @@
+"""Completion is idempotent and counts distinct tasks; late results never revive a final job.
+Runs against a real redis-server."""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from service.store import Store
+
+
+def make_job(store: Store, job_id: str, tasks: int) -> None:
+    store.create_job(job_id, "t", "aer", {"pubs": [], "tasks": [[]] * tasks}, {"c0": b"x"}, tasks)
+
+
+def test_a_task_that_runs_twice_completes_the_job_once(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    pubsub = store.redis.pubsub()
+    pubsub.subscribe(store.keys.events)
+    make_job(store, "j1", 3)
+    assert store.complete_task("j1", 0, b"a") == 1
+    assert store.complete_task("j1", 0, b"a") == 0  # duplicate: not counted
+    assert store.complete_task("j1", 1, b"b") == 1
+    assert store.job_field("j1", "status") == "queued"
+    assert store.complete_task("j1", 2, b"c") == 2  # the last distinct task completes the job
+    assert store.complete_task("j1", 2, b"c") == 0  # a late duplicate is not counted again
+    assert store.job_field("j1", "status") == "done"
+    assert store.results("j1") == {0: b"a", 1: b"b", 2: b"c"}
+    events = []
+    while (message := pubsub.get_message(timeout=0.2)) is not None:
+        if message["type"] == "message":
+            events.append(message["data"].decode())
+    assert events.count("j1 done") == 1
+
+
+def test_cancelled_jobs_drop_late_results(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    make_job(store, "j2", 2)
+    store.mark_started("j2")
+    assert store.job_field("j2", "status") == "running"
+    assert store.finish("j2", "cancelled")
+    assert not store.finish("j2", "failed", "x", "y")  # final stays final
+    assert store.complete_task("j2", 0, b"a") == -1
+    assert store.complete_task("j2", 1, b"b") == -1
+    assert store.job_field("j2", "status") == "cancelled"
+    assert store.results("j2") == {}
+
+
+def test_api_keys_are_stored_as_hashes(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    store.add_api_key("qf_secret_value_123", tenant="alpha", role="user")
+    raw = store.redis.hgetall(store.keys.api_keys)
+    assert all(b"qf_secret_value_123" not in k + v for k, v in raw.items())
+    assert store.api_key("qf_secret_value_123").tenant == "alpha"  # type: ignore[union-attr]
+    assert store.revoke_api_key("qf_secret_") == 1  # the prefix that `qfleet keys list` shows
+    assert store.api_key("qf_secret_value_123") is None
