@@ -8,11 +8,14 @@ import secrets
 import signal
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .stack import Stack
 from .store import Store
 
 cli = typer.Typer(help="qfleet: a quantum job-batching service for training loops.", no_args_is_help=True)
@@ -33,6 +36,19 @@ def _logging(verbose: bool) -> None:
     )
 
 
+def _start_stack(host: str, port: int, workers: int) -> Stack:
+    """Start a local stack on QFLEET_REDIS_URL, or on a private redis-server; exit 1 with the reason."""
+    from .stack import Stack, StackError
+
+    stack = Stack(host=host, port=port, workers=workers, redis_url=os.environ.get("QFLEET_REDIS_URL") or None)
+    try:
+        return stack.start()
+    except StackError as exc:
+        stack.stop()
+        typer.echo(f"qfleet: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 @cli.command()
 def up(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
@@ -41,17 +57,9 @@ def up(
 ) -> None:
     """Start Redis (unless QFLEET_REDIS_URL is set), the API and N workers in the foreground.
     Ctrl-C or SIGTERM stops all of it."""
-    from .stack import Stack, StackError
-
-    stack = Stack(host=host, port=port, workers=workers, redis_url=os.environ.get("QFLEET_REDIS_URL") or None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stack.start()
-    except StackError as exc:
-        stack.stop()
-        typer.echo(f"qfleet: {exc}", err=True)
-        raise typer.Exit(1) from None
+    stack = _start_stack(host=host, port=port, workers=workers)
     typer.echo(f"qfleet is up at {stack.url} with {workers} workers (redis {stack.redis_url}, logs {stack.log_dir})")
     typer.echo(f"dev API key: {stack.api_key}")
     try:
@@ -138,17 +146,11 @@ def demo(
     """Start the stack on an embedded Redis and train a small model through it."""
     from examples.train_demo import main as demo_main
 
-    from .stack import Stack, StackError, free_port
+    from .stack import free_port
 
     if url:
         sys.exit(demo_main(url, os.environ.get("QFLEET_API_KEY", ""), quick=quick))
-    stack = Stack(port=free_port(), workers=workers, redis_url=os.environ.get("QFLEET_REDIS_URL") or None)
-    try:
-        stack.start()
-    except StackError as exc:
-        stack.stop()
-        typer.echo(f"qfleet: {exc}", err=True)
-        raise typer.Exit(1) from None
+    stack = _start_stack(host="127.0.0.1", port=free_port(), workers=workers)
     typer.echo(f"qfleet is up at {stack.url} with {workers} workers")
     try:
         code = demo_main(stack.url, stack.api_key, quick=quick)
