@@ -22,7 +22,7 @@ class Backend:
     native_gates: tuple[str, ...] = STANDARD_GATES
     coupling_map: list[list[int]] | None = None
     options: tuple[str, ...] = ("precision", "shots", "seed")
-    gradients: tuple[str, ...] = ()
+    gradients: tuple[str, ...] = ("parameter-shift", "adjoint", "auto")
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -63,8 +63,6 @@ class JobService:
             raise InvalidRequest(
                 f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs"
             )
-        if request.options.gradient:
-            raise InvalidRequest("gradients are not available on this service yet", code="option_not_supported")
         pubs = [parse_pub(i, p, request, backend, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
         plan = plan_job(pubs, self.settings.task_target_s, request.options.gradient)
         if plan.circuits > self.settings.max_circuits:

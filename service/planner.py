@@ -50,14 +50,14 @@ def gradient_factor(method: str | None, num_parameters: int) -> float:
     return 3.0 + 0.1 * num_parameters  # adjoint: a few passes, and a P-wide reduction
 
 
-def row_seconds(pub: ParsedPub, mode: str, gradient: str | None) -> float:
+def row_seconds(pub: ParsedPub, mode: str) -> float:
     terms = sum(len(o) for o in pub.observables)
     per_row_terms = terms if mode == "product" else terms / max(1, len(pub.observables))
     amps = 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP)
     seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (pub.circuit.size() + per_row_terms)
     if pub.shots:
         seconds = seconds * _AER_FACTOR + _SHOT_S * pub.shots * max(1.0, per_row_terms)
-    return float(seconds * gradient_factor(gradient, pub.num_parameters))
+    return float(seconds * gradient_factor(pub.gradient, pub.num_parameters))
 
 
 def choose_mode(pub: ParsedPub) -> str:
@@ -100,11 +100,12 @@ def plan_job(pubs: list[ParsedPub], task_target_s: float, gradient: str | None =
                 "precision": pub.precision,
                 "shots": pub.shots,
                 "depth": pub.circuit.depth(),
+                "gradient": pub.gradient,
             }
         )
         circuits += rows
         cost_units += rows * 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP) * max(1, pub.circuit.depth())
-        row_s = row_seconds(pub, mode, gradient)
+        row_s = row_seconds(pub, mode)
         chunks = max(1, math.ceil(rows * row_s / task_target_s))
         chunk = math.ceil(rows / chunks)
         for start in range(0, rows, chunk):

@@ -21,6 +21,7 @@ from qiskit.primitives.containers import ObservablesArray
 
 from .backends import STANDARD_GATES, Backend
 from .errors import InvalidRequest
+from .gradients import NotDifferentiable, resolve
 from .settings import Settings
 
 _ALLOWED_DIRECTIVES = {"barrier", "delay", "global_phase"}
@@ -39,6 +40,7 @@ class ParsedPub:
     shape: tuple[int, ...]  # broadcast shape of the result
     precision: float  # 0 = exact
     shots: int  # 0 = exact
+    gradient: str | None = None  # resolved method: "adjoint" | "parameter-shift"
 
     @property
     def num_qubits(self) -> int:
@@ -236,7 +238,18 @@ def parse_pub(
             raise _fail(
                 i, "too_many_shots", f"{shots} shots asked; backend '{backend.name}' allows {backend.max_shots}"
             )
+    gradient = None
+    if options.gradient:
+        if options.gradient not in backend.gradients:
+            raise _fail(
+                i, "gradient_not_supported", f"backend '{backend.name}' offers gradients {list(backend.gradients)}"
+            )
+        try:
+            gradient = resolve(options.gradient, circuit, shots)
+        except NotDifferentiable as exc:
+            raise _fail(i, "gradient_not_supported", str(exc)) from None
     return ParsedPub(
+        gradient=gradient,
         circuit=circuit,
         qpy=qpy_bytes,
         observables=observables,

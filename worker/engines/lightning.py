@@ -14,8 +14,12 @@ from typing import Any
 
 import numpy as np
 from pennylane_lightning.lightning_qubit_ops import StateVectorC128
+from pennylane_lightning.lightning_qubit_ops.algorithms import AdjointJacobianC128, create_ops_listC128
+from pennylane_lightning.lightning_qubit_ops.observables import HamiltonianC128, NamedObsC128, TensorProdObsC128
 from qiskit.circuit import Parameter, ParameterExpression
 from qiskit.quantum_info import SparsePauliOp, Statevector
+
+from service.gradients import Angle, NotDifferentiable, affine_angle
 
 from . import Block, EngineUnsupported, Program
 
@@ -50,8 +54,6 @@ _KERNELS: dict[str, tuple[str, int]] = {
 _INVERSES = {"sdg": "s", "tdg": "t", "sxdg": "sx"}
 _SKIP = {"barrier", "id", "delay", "global_phase"}
 
-Angle = tuple[int, float, float]  # column (-1 = constant), scale, offset
-
 
 @dataclass
 class _Op:
@@ -63,19 +65,10 @@ class _Op:
 
 
 def _angle(value: Any, columns: dict[Parameter, int]) -> Angle:
-    if not isinstance(value, ParameterExpression):
-        return (-1, 0.0, float(value))
-    params = value.parameters
-    if not params:
-        return (-1, 0.0, float(value))
-    if len(params) != 1:
-        raise EngineUnsupported("angle depends on several parameters")
-    (param,) = params
-    offset = float(value.bind({param: 0.0}))
-    scale = float(value.bind({param: 1.0})) - offset
-    if abs(float(value.bind({param: 2.0})) - (offset + 2 * scale)) > 1e-12:
-        raise EngineUnsupported("angle is not affine in its parameter")
-    return (columns[param], scale, offset)
+    try:
+        return affine_angle(value, columns)
+    except NotDifferentiable as exc:
+        raise EngineUnsupported(str(exc)) from None
 
 
 def compile_circuit(program: Program) -> list[_Op]:
@@ -148,26 +141,149 @@ class LightningEngine:
         state = np.zeros(2**n, dtype=np.complex128)
         rows = len(block.values)
         K = len(program.observables)
-        evs = np.zeros((K, rows)) if block.obs_index is None else np.zeros(rows)
+        product = block.obs_index is None
+        evs = np.zeros((K, rows)) if product else np.zeros(rows)
         for r, x in enumerate(block.values):
-            sv.resetStateVector()
-            for op in ops:
-                if op.matrix is not None:
-                    sv.applyMatrix(op.matrix, op.wires, False)
-                    continue
-                angles = [offset + (scale * x[col] if col >= 0 else 0.0) for col, scale, offset in op.angles]
-                getattr(sv, op.kernel)(op.wires, op.inverse, angles)
+            _run(sv, ops, x)
             sv.getState(state)
-            if block.obs_index is None:
-                if signs is not None:
-                    evs[:, r] = (state.real**2 + state.imag**2) @ signs
-                else:
-                    psi = Statevector(state)
-                    evs[:, r] = [psi.expectation_value(o).real for o in program.observables]
+            if product:
+                evs[:, r] = _expectations(state, program, signs, range(K))
             else:
-                k = int(block.obs_index[r])
-                if signs is not None:
-                    evs[r] = (state.real**2 + state.imag**2) @ signs[:, k]
-                else:
-                    evs[r] = Statevector(state).expectation_value(program.observables[k]).real
+                evs[r] = _expectations(state, program, signs, [int(block.obs_index[r])])[0]  # type: ignore[index]
         return evs, np.zeros_like(evs)
+
+    def gradient(self, program: Program, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Adjoint differentiation: exact runs only."""
+        if block.shots:
+            raise EngineUnsupported("adjoint gradients need exact simulation")
+        ops, signs = self._prepared(program)
+        return adjoint_gradient(program, block, ops, signs)
+
+
+def _run(sv: Any, ops: list[_Op], x: np.ndarray) -> None:
+    sv.resetStateVector()
+    for op in ops:
+        if op.matrix is not None:
+            sv.applyMatrix(op.matrix, op.wires, False)
+            continue
+        angles = [offset + (scale * x[col] if col >= 0 else 0.0) for col, scale, offset in op.angles]
+        getattr(sv, op.kernel)(op.wires, op.inverse, angles)
+
+
+def _expectations(state: np.ndarray, program: Program, signs: np.ndarray | None, which: Any) -> np.ndarray:
+    which = list(which)
+    if signs is not None:
+        return (state.real**2 + state.imag**2) @ signs[:, which]  # type: ignore[no-any-return]
+    psi = Statevector(state)
+    return np.array([psi.expectation_value(program.observables[k]).real for k in which])
+
+
+def _pauli_observable(n: int, op: SparsePauliOp) -> Any:
+    """A Lightning observable for a real combination of Pauli strings."""
+    names = {"X": "PauliX", "Y": "PauliY", "Z": "PauliZ"}
+    coeffs, terms = [], []
+    for label, coeff in op.to_list():
+        factors = [NamedObsC128(names[ch], [n - 1 - q]) for q, ch in enumerate(reversed(label)) if ch != "I"]
+        if not factors:
+            continue  # a constant term has no gradient
+        terms.append(factors[0] if len(factors) == 1 else TensorProdObsC128(factors))
+        coeffs.append(float(np.real(coeff)))
+    if not terms:
+        terms, coeffs = [NamedObsC128("Identity", [0])], [0.0]
+    return HamiltonianC128(np.array(coeffs), terms)
+
+
+@dataclass
+class _AdjointForm:
+    names: list[str]
+    wires: list[list[int]]
+    inverses: list[bool]
+    mats: list[np.ndarray]
+    angles: list[list[Angle]]  # per op; QubitUnitary carries a dummy constant
+    trainable: list[int]  # flat indices of parameter-dependent angles
+    columns: np.ndarray  # circuit parameter of each trainable angle
+    scales: np.ndarray
+    observables: list[Any]
+
+
+def _adjoint_form(program: Program, ops: list[_Op]) -> _AdjointForm:
+    names: list[str] = []
+    wires: list[list[int]] = []
+    inverses: list[bool] = []
+    mats: list[np.ndarray] = []
+    angles: list[list[Angle]] = []
+    for op in ops:
+        if op.matrix is not None:
+            names.append("QubitUnitary")
+            wires.append(op.wires)
+            inverses.append(False)
+            mats.append(np.array(op.matrix, dtype=np.complex128, order="C"))  # writable, as the binding wants
+            angles.append([(-1, 0.0, 0.0)])
+        elif op.kernel == "Rot":  # Rot(a, b, c) = RZ(c) RY(b) RZ(a), as Lightning's adjoint wants it
+            for kernel, angle in zip(("RZ", "RY", "RZ"), op.angles):
+                names.append(kernel)
+                wires.append(op.wires)
+                inverses.append(False)
+                mats.append(np.array([], dtype=np.complex128))
+                angles.append([angle])
+        else:
+            names.append(op.kernel)
+            wires.append(op.wires)
+            inverses.append(op.inverse)
+            mats.append(np.array([], dtype=np.complex128))
+            angles.append(op.angles)
+    flat = [a for per_op in angles for a in per_op]
+    trainable = [i for i, a in enumerate(flat) if a[0] >= 0]
+    n = program.num_qubits
+    return _AdjointForm(
+        names,
+        wires,
+        inverses,
+        mats,
+        angles,
+        trainable,
+        np.array([flat[i][0] for i in trainable], dtype=int),
+        np.array([flat[i][1] for i in trainable]),
+        [_pauli_observable(n, o) for o in program.observables],
+    )
+
+
+def adjoint_gradient(
+    program: Program, block: Block, ops: list[_Op], signs: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """evs and d(evs)/d(parameters) by adjoint differentiation, one forward and one backward pass per row."""
+    form = program.cache.get("lightning-adjoint")
+    if form is None:
+        form = program.cache["lightning-adjoint"] = _adjoint_form(program, ops)
+    n, P = program.num_qubits, program.circuit.num_parameters
+    rows = len(block.values)
+    K = len(program.observables)
+    product = block.obs_index is None
+    evs = np.zeros((K, rows)) if product else np.zeros(rows)
+    grad = np.zeros((K, rows, P)) if product else np.zeros((rows, P))
+    sv = StateVectorC128(n)
+    state = np.zeros(2**n, dtype=np.complex128)
+    adjoint = AdjointJacobianC128()
+    no_controls: list[list[int]] = [[] for _ in form.names]
+    no_values: list[list[bool]] = [[] for _ in form.names]
+    for r, x in enumerate(block.values):
+        params = [
+            [offset + (scale * x[col] if col >= 0 else 0.0) for col, scale, offset in per_op] for per_op in form.angles
+        ]
+        _run(sv, ops, x)
+        sv.getState(state)
+        wanted = list(range(K)) if product else [int(block.obs_index[r])]  # type: ignore[index]
+        values = _expectations(state, program, signs, wanted)
+        struct = create_ops_listC128(form.names, params, form.wires, form.inverses, form.mats, no_controls, no_values)
+        jac = np.asarray(adjoint(sv, [form.observables[k] for k in wanted], struct, form.trainable)).reshape(
+            len(wanted), -1
+        )
+        per_param = np.zeros((len(wanted), P))
+        np.add.at(per_param.T, form.columns, (jac * form.scales).T)
+        if product:
+            evs[:, r] = values
+            grad[:, r, :] = per_param
+        else:
+            evs[r] = values[0]
+            grad[r] = per_param[0]
+    return evs, np.zeros_like(evs), grad
