@@ -10,7 +10,8 @@ setup: $(VENV)/.installed redis
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e ./client -e ".[dev]"
+	$(BIN)/pip install -q torch==2.13.0  # the CPU build; before anything that depends on torch
+	$(BIN)/pip install -q -e "./client[qiskit,progress,torch]" -e ".[dev]"
 	touch $@
 
 redis:

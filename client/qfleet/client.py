@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -18,6 +19,29 @@ from .wire import JobResult as WireJobResult
 # One long-poll asks the service to hold the request at most this long.
 LONG_POLL_S = 20.0
 RETRIES = 4
+
+
+def sse_feed(line: str, buffer: list[str]) -> str | None:
+    """Feed one text/event-stream line; returns an event's data when the event ends."""
+    if line.startswith("data:"):
+        buffer.append(line[5:].lstrip())
+    elif not line and buffer:
+        data = "\n".join(buffer)
+        buffer.clear()
+        return data
+    return None
+
+
+def show_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def progress_bar(job_id: str) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        raise ImportError("progress bars need tqdm: pip install 'qfleet[progress]'") from None
+    return tqdm(total=0, desc=job_id, unit="task", leave=False)
 
 
 def _raise_for_final(info: JobInfo) -> None:
@@ -57,12 +81,34 @@ class Job:
     def cancel(self) -> JobInfo:
         return JobInfo.model_validate(self.client._request("DELETE", f"/v1/jobs/{self.id}"))
 
-    def result(self, timeout: float | None = None) -> JobResult:
+    def stream(self, timeout: float | None = None) -> Iterator[JobInfo]:
+        """Yield the job's status each time a task finishes, until it is final (SSE)."""
+        with self.client._http.stream(
+            "GET", f"/v1/jobs/{self.id}/events", timeout=httpx.Timeout(timeout or LONG_POLL_S + 30.0, connect=5.0)
+        ) as response:
+            if response.is_error:
+                response.read()
+                self.client._check(response)
+            buffer: list[str] = []
+            for line in response.iter_lines():
+                if (data := sse_feed(line, buffer)) is not None:
+                    yield JobInfo.model_validate_json(data)
+
+    def result(self, timeout: float | None = None, progress: bool | None = None) -> JobResult:
         """Wait for the job and return its results; re-raise its failure.
+
+        ``progress=True`` shows a progress bar of tasks done (tqdm); by default it shows
+        when stderr is a terminal.
 
         >>> result = job.result(timeout=60)
         >>> result[0].evs.shape
         """
+        if show_progress(progress):
+            with progress_bar(self.id) as bar:
+                for info in self.stream(timeout):
+                    bar.total = info.progress.tasks_total
+                    bar.n = info.progress.tasks_done
+                    bar.refresh()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = LONG_POLL_S if deadline is None else max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
@@ -166,6 +212,19 @@ class AsyncJob:
 
     async def cancel(self) -> JobInfo:
         return JobInfo.model_validate(await self.client._request("DELETE", f"/v1/jobs/{self.id}"))
+
+    async def stream(self, timeout: float | None = None) -> AsyncIterator[JobInfo]:
+        """Yield the job's status each time a task finishes, until it is final (SSE)."""
+        async with self.client._http.stream(
+            "GET", f"/v1/jobs/{self.id}/events", timeout=httpx.Timeout(timeout or LONG_POLL_S + 30.0, connect=5.0)
+        ) as response:
+            if response.is_error:
+                await response.aread()
+                self.client._check(response)
+            buffer: list[str] = []
+            async for line in response.aiter_lines():
+                if (data := sse_feed(line, buffer)) is not None:
+                    yield JobInfo.model_validate_json(data)
 
     async def result(self, timeout: float | None = None) -> JobResult:
         deadline = None if timeout is None else time.monotonic() + timeout

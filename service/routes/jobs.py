@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from qfleet.wire import TERMINAL_STATUSES, ErrorBody, JobInfo, JobRequest, JobResult
 
 from ..deps import JobsDep, TenantDep
@@ -85,6 +86,42 @@ async def get_result(
             job=info.model_dump(mode="json"),
         )
     return JSONResponse(status_code=202, content=info.model_dump(mode="json"))
+
+
+@router.get(
+    "/{job_id}/events",
+    responses={
+        **ERRORS,
+        200: {"content": {"text/event-stream": {}}, "description": "`progress` events, then one final event."},
+    },
+    summary="Stream job progress (SSE)",
+)
+async def job_events(job_id: str, request: Request, jobs: JobsDep, tenant: TenantDep) -> StreamingResponse:
+    """Server-sent events: an event named after the job's status (``queued``, ``running``,
+    then ``done``, ``failed`` or ``cancelled``) whose data is the job's status JSON, sent
+    each time a task finishes. The stream ends after the final event."""
+    info = await run_in_threadpool(jobs.info, job_id, tenant.name)  # 404 before the stream starts
+    events = request.app.state.events
+
+    async def stream() -> AsyncIterator[str]:
+        nonlocal info
+        last = None
+        with events.watch(job_id) as event:
+            while True:
+                event.clear()
+                info = await run_in_threadpool(jobs.info, job_id, tenant.name)
+                body = info.model_dump_json()
+                if body != last:
+                    last = body
+                    yield f"event: {info.status}\ndata: {body}\n\n"
+                if info.status in TERMINAL_STATUSES or await request.is_disconnected():
+                    return
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=15.0)
+                except asyncio.TimeoutError:
+                    yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @router.delete("/{job_id}", response_model=JobInfo, responses=ERRORS, summary="Cancel a job")
