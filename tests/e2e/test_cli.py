@@ -70,7 +70,7 @@ def test_demo_quick_runs() -> None:
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "step   3  loss" in out.stdout
+    assert "step   3  loss" in out.stdout and "summary: quantum head" in out.stdout
 
 
 def test_compose_file_is_valid() -> None:
