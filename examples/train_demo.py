@@ -81,12 +81,22 @@ def trainable(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def train(name: str, head: torch.nn.Module, extractor: torch.nn.Module, data: tuple, steps: int, batch: int, quantum: QuantumLayer | None) -> float:  # type: ignore[type-arg]
+def train(
+    name: str,
+    head: torch.nn.Module,
+    extractor: torch.nn.Module,
+    data: tuple,
+    steps: int,
+    batch: int,
+    quantum: QuantumLayer | None,
+) -> float:  # type: ignore[type-arg]
     (x_train, y_train), (x_test, y_test) = data
     optimizer = torch.optim.Adam(head.parameters(), lr=0.1)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     rng = np.random.default_rng(1)
-    print(f"\n{name}: {trainable(head)} trainable parameters (+{sum(p.numel() for p in extractor.parameters())} frozen)")
+    print(
+        f"\n{name}: {trainable(head)} trainable parameters (+{sum(p.numel() for p in extractor.parameters())} frozen)"
+    )
     for step in range(1, steps + 1):
         idx = torch.tensor(rng.choice(len(x_train), batch, replace=False))
         t0 = time.perf_counter()

@@ -22,6 +22,16 @@ from .settings import Settings
 from .store import Store
 
 
+def _die_with_parent() -> None:
+    """Child processes get SIGTERM when the stack's process dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,6 +67,7 @@ def start_redis(port: int, workdir: Path, appendonly: bool = True) -> subprocess
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
     )
     client = Redis(port=port)
     for _ in range(200):
@@ -95,7 +106,12 @@ class Stack:
         assert self.log_dir is not None
         log = open(self.log_dir / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            args, env=self._env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=self._env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.procs[name] = proc
         return proc
