@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
-from .errors import PayloadTooLarge, ServiceError
+from .errors import PayloadTooLarge, RateLimited, ServiceError
 from .events import JobEvents
 from .jobs import JobService
-from .routes import backends, health, jobs
+from .routes import admin, backends, health, jobs
 from .settings import Settings
-from .store import Store
+from .store import Store, connect
 
 log = logging.getLogger("qfleet.api")
 
@@ -66,6 +68,16 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": response.body})
 
 
+async def _reap_forever(jobs: JobService, every_s: float) -> None:
+    """Re-queue tasks whose worker died; cheap when there is nothing to do (one ZRANGEBYSCORE)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await run_in_threadpool(jobs.reap)
+        except Exception as exc:  # Redis away: try again next round
+            log.warning("reaper: %s", exc)
+
+
 def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
@@ -78,15 +90,19 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url)
+        redis = connect(settings)
         store = Store(redis, settings.key_prefix, settings.result_ttl_s)
+        if settings.admin_key:
+            store.add_api_key(settings.admin_key, tenant="admin", role="admin")
         app.state.settings = settings
         app.state.jobs = JobService(settings, store)
-        app.state.events = JobEvents(settings.redis_url, store.keys.events)
+        app.state.events = JobEvents(settings, store.keys.events)
         await app.state.events.start()
+        reaper = asyncio.create_task(_reap_forever(app.state.jobs, settings.lease_s / 5))
         try:
             yield
         finally:
+            reaper.cancel()
             await app.state.events.stop()
             redis.close()
 
@@ -103,7 +119,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content=exc.body())
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if isinstance(exc, RateLimited) else None
+        return JSONResponse(status_code=exc.status, content=exc.body(), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -128,6 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(jobs.router)
     app.include_router(backends.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -16,7 +16,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .stack import Stack
-from .store import Store
+from .store import Store, connect
 
 cli = typer.Typer(help="qfleet: a quantum job-batching service for training loops.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Manage tenants' API keys.", no_args_is_help=True)
@@ -104,10 +104,8 @@ def api(
 
 
 def _store() -> Store:
-    from redis import Redis
-
     settings = Settings()
-    return Store(Redis.from_url(settings.redis_url), settings.key_prefix)
+    return Store(connect(settings), settings.key_prefix)
 
 
 @keys_cli.command("create")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .errors import Forbidden, Unauthenticated
+from .errors import Forbidden, PayloadTooLarge, Unauthenticated
 from .jobs import JobService
 
 
@@ -38,6 +38,13 @@ def get_tenant(request: Request, jobs: JobsDep) -> Tenant:
     record = jobs.store.api_key(key.strip())
     if record is None:
         raise Unauthenticated("unknown or revoked API key", code="invalid_api_key")
+    length = request.headers.get("content-length")
+    if length and length.isdigit():
+        limit = jobs.limits(record.tenant).max_body_bytes
+        if int(length) > limit:
+            raise PayloadTooLarge(
+                f"request body of {length} bytes is over this tenant's {limit}-byte limit", limit=limit
+            )
     return Tenant(record.tenant, record.role)
 
 

@@ -6,7 +6,8 @@ ServiceError (500)
 ├── Unauthenticated (401)
 ├── Forbidden (403)
 ├── NotFound (404)            also another tenant's job
-└── Conflict (409)
+├── Conflict (409)
+└── RateLimited (429)         with Retry-After
 """
 
 from __future__ import annotations
@@ -57,3 +58,14 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status = 409
     code = "conflict"
+
+
+class RateLimited(ServiceError):
+    """429, with a Retry-After header of ``retry_after`` seconds."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code, retry_after=round(retry_after, 3))
+        self.retry_after = retry_after

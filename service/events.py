@@ -7,15 +7,16 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from typing import Any
 
-from redis.asyncio import Redis
+from .store import connect_async
 
 log = logging.getLogger("qfleet.api")
 
 
 class JobEvents:
-    def __init__(self, redis_url: str, channel: str) -> None:
-        self.redis_url = redis_url
+    def __init__(self, settings: Any, channel: str) -> None:
+        self.settings = settings
         self.channel = channel
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
@@ -34,7 +35,7 @@ class JobEvents:
 
     async def _listen(self) -> None:
         while True:
-            redis = Redis.from_url(self.redis_url)
+            redis = connect_async(self.settings)
             try:
                 async with redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)

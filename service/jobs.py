@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from qfleet.wire import (
@@ -22,12 +25,13 @@ from rq.job import Callback, Retry
 from rq.serializers import JSONSerializer
 
 from .backends import Backend, simulator_backends
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, NotFound, RateLimited
 from .planner import assemble, plan_job
 from .pubs import CircuitCache, parse_pub
-from .settings import Settings
-from .store import Store
+from .settings import Settings, TenantLimits
+from .store import LANES, Store
 
+log = logging.getLogger("qfleet.api")
 TASK_FUNCTION = "worker.runner.run_task"
 FAILURE_CALLBACK = "worker.runner.on_task_failed"
 
@@ -40,12 +44,11 @@ class JobService:
         self.circuits = CircuitCache()
         self._queues: dict[str, Queue] = {}
 
-    def queue(self, backend: str) -> Queue:
-        if backend not in self._queues:
-            self._queues[backend] = Queue(
-                self.store.keys.queue(backend), connection=self.store.redis, serializer=JSONSerializer
-            )
-        return self._queues[backend]
+    def queue(self, name: str) -> Queue:
+        """An RQ queue by its full name (see Keys.queue)."""
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.store.redis, serializer=JSONSerializer)
+        return self._queues[name]
 
     def backend(self, name: str) -> Backend:
         backend = self.backends.get(name)
@@ -57,43 +60,63 @@ class JobService:
             )
         return backend
 
-    def submit(self, request: JobRequest, tenant: str) -> JobInfo:
+    def limits(self, tenant: str) -> TenantLimits:
+        return TenantLimits.model_validate({**self.settings.tenant.model_dump(), **self.store.tenant_limits(tenant)})
+
+    def check_rate(self, tenant: str, limits: TenantLimits) -> None:
+        wait = self.store.rate_wait(tenant, limits.jobs_per_second, limits.burst)
+        if wait > 0:
+            raise RateLimited(
+                f"more than {limits.jobs_per_second:g} submissions per second (burst {limits.burst}); retry after {wait:.2f} s",
+                retry_after=wait,
+            )
+
+    def submit(self, request: JobRequest, tenant: str, idempotency_key: str | None = None) -> JobInfo:
+        limits = self.limits(tenant)
+        self.check_rate(tenant, limits)
         backend = self.backend(request.backend)
         if len(request.pubs) > self.settings.max_pubs:
             raise InvalidRequest(
                 f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs"
             )
-        pubs = [parse_pub(i, p, request, backend, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
+        allowed = replace(
+            backend,
+            num_qubits=min(backend.num_qubits, limits.max_qubits),
+            max_shots=min(backend.max_shots, limits.max_shots),
+        )
+        pubs = [parse_pub(i, p, request, allowed, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
         plan = plan_job(pubs, self.settings.task_target_s, request.options.gradient)
-        if plan.circuits > self.settings.max_circuits:
+        max_circuits = min(self.settings.max_circuits, limits.max_circuits)
+        if plan.circuits > max_circuits:
             raise InvalidRequest(
-                f"the job has {plan.circuits} circuit evaluations; the limit is {self.settings.max_circuits}",
+                f"the job has {plan.circuits} circuit evaluations; the limit is {max_circuits}",
                 code="too_many_circuits",
             )
+        jobs_in_flight, tasks_in_flight = self.store.inflight(tenant)
+        if (
+            jobs_in_flight >= limits.max_jobs_in_flight
+            or tasks_in_flight + len(plan.tasks) > limits.max_tasks_in_flight
+        ):
+            raise RateLimited(
+                f"{jobs_in_flight} jobs and {tasks_in_flight} tasks already in flight (limits {limits.max_jobs_in_flight} "
+                f"and {limits.max_tasks_in_flight}); wait for some to finish",
+                code="too_much_in_flight",
+                retry_after=1.0,
+            )
+        job_id = "j-" + uuid.uuid4().hex[:20]
+        if idempotency_key:
+            existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
+            if existing is not None:
+                return self.info(existing, tenant)
         plan.spec["seed"] = request.options.seed
         plan.spec["cost_units"] = plan.cost_units
-        job_id = "j-" + uuid.uuid4().hex[:20]
-        created = self.store.create_job(job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks))
-        queue = self.queue(backend.name)
-        retry = Retry(max=self.settings.task_retries, interval=[1, 5]) if self.settings.task_retries else None
-        with self.store.redis.pipeline() as pipe:
-            queue.enqueue_many(
-                [
-                    Queue.prepare_data(
-                        TASK_FUNCTION,
-                        args=(job_id, t),
-                        job_id=self.store.keys.rq_job_id(job_id, t),
-                        timeout=self.settings.task_timeout_s,
-                        result_ttl=0,
-                        failure_ttl=self.settings.result_ttl_s,
-                        retry=retry,
-                        on_failure=Callback(FAILURE_CALLBACK),
-                    )
-                    for t in range(len(plan.tasks))
-                ],
-                pipeline=pipe,
-            )
-            pipe.execute()
+        plan.spec["priority"] = request.options.priority
+        lane: str = request.options.priority
+        if len(plan.tasks) > self.settings.fair_share_tasks:
+            lane = LANES[min(LANES.index(lane) + 1, len(LANES) - 1)]
+        queue_name = self.store.keys.queue(backend.name, lane)
+        created = self.store.create_job(job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name)
+        self.enqueue(queue_name, job_id, range(len(plan.tasks)))
         return JobInfo(
             id=job_id,
             status="queued",
@@ -101,6 +124,48 @@ class JobService:
             progress=Progress(tasks_done=0, tasks_total=len(plan.tasks)),
             created_at=created,
         )
+
+    def enqueue(self, queue_name: str, job_id: str, tasks: Iterable[int], attempt: int = 0) -> None:
+        retry = Retry(max=self.settings.task_retries, interval=[1, 5]) if self.settings.task_retries else None
+        suffix = f"_a{attempt}" if attempt else ""
+        with self.store.redis.pipeline() as pipe:
+            self.queue(queue_name).enqueue_many(
+                [
+                    Queue.prepare_data(
+                        TASK_FUNCTION,
+                        args=(job_id, t),
+                        job_id=self.store.keys.rq_job_id(job_id, t) + suffix,
+                        timeout=self.settings.task_timeout_s,
+                        result_ttl=0,
+                        failure_ttl=self.settings.result_ttl_s,
+                        retry=retry,
+                        on_failure=Callback(FAILURE_CALLBACK),
+                    )
+                    for t in tasks
+                ],
+                pipeline=pipe,
+            )
+            pipe.execute()
+
+    def reap(self) -> int:
+        """Re-queue tasks whose worker stopped renewing their lease (killed, lost); returns how many."""
+        count = 0
+        for job_id, task in self.store.expired_leases():
+            if not self.store.claim_expired(job_id, task):
+                continue  # another API process took it
+            record = self.store.job(job_id)
+            if record is None or record["status"] in TERMINAL_STATUSES:
+                continue
+            attempt = self.store.bump_attempts(job_id, task)
+            if attempt > self.settings.task_retries:
+                self.store.finish(
+                    job_id, "failed", "task_abandoned", f"task {task} lost its worker {attempt} times; giving up"
+                )
+                continue
+            log.warning("task %s of job %s lost its worker; re-queued (attempt %d)", task, job_id, attempt + 1)
+            self.enqueue(record["queue"], job_id, [task], attempt=attempt)
+            count += 1
+        return count
 
     def _record(self, job_id: str, tenant: str) -> dict[str, str]:
         record = self.store.job(job_id)
@@ -167,16 +232,18 @@ class JobService:
     def cancel(self, job_id: str, tenant: str) -> JobInfo:
         record = self._record(job_id, tenant)
         if record["status"] not in TERMINAL_STATUSES and self.store.finish(job_id, "cancelled"):
-            queue = self.queue(record["backend"])
+            queue = self.queue(record["queue"])
             for t in range(int(record["tasks_total"])):
-                queue.remove(self.store.keys.rq_job_id(job_id, t))
+                queue.remove(self.store.keys.rq_job_id(job_id, t))  # workers skip any left: the job is final
         return self.info(job_id, tenant)
 
-    def queue_depth(self, backend: str) -> int:
-        return int(self.queue(backend).count)
+    def queue_depth(self, backend: str) -> dict[str, int]:
+        return {lane: int(self.queue(self.store.keys.queue(backend, lane)).count) for lane in LANES}
 
     def workers_on(self, backend: str) -> int:
-        return int(Worker.count(connection=self.store.redis, queue=self.queue(backend)))
+        return int(
+            Worker.count(connection=self.store.redis, queue=self.queue(self.store.keys.queue(backend, "normal")))
+        )
 
     def worker_count(self) -> int:
         return int(Worker.count(connection=self.store.redis))

@@ -122,6 +122,10 @@ def _check_circuit(i: int, circuit: QuantumCircuit, backend: Backend, settings: 
         raise _fail(
             i, "circuit_too_large", f"the circuit has {circuit.size()} operations; the limit is {settings.max_ops}"
         )
+    if circuit.depth() > settings.max_depth:
+        raise _fail(
+            i, "circuit_too_large", f"the circuit has depth {circuit.depth()}; the limit is {settings.max_depth}"
+        )
     for inst in circuit.data:
         op = inst.operation
         name = op.name
@@ -202,6 +206,12 @@ def parse_pub(
 ) -> ParsedPub:
     cached = cache.get(pub.circuit.format, pub.circuit.data)
     if cached is None:
+        if len(pub.circuit.data) > settings.max_circuit_bytes:
+            raise _fail(
+                i,
+                "circuit_too_large",
+                f"circuit data of {len(pub.circuit.data)} bytes is over the {settings.max_circuit_bytes}-byte limit",
+            )
         circuit = _load_circuit(i, pub.circuit.format, pub.circuit.data)
         _check_circuit(i, circuit, backend, settings)
         buf = io.BytesIO()

@@ -7,6 +7,24 @@ import os
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Secrets that must never guard a deployment outside dev mode.
+DEFAULT_SECRETS = frozenset({"", "admin", "changeme", "change-me", "qfleet", "secret", "password"})
+
+
+class TenantLimits(BaseSettings):
+    """Per-tenant limits; the settings hold the defaults, an admin can set them per tenant."""
+
+    model_config = SettingsConfigDict(env_prefix="QFLEET_TENANT_", extra="ignore")
+
+    max_qubits: int = 28
+    max_shots: int = 1_000_000
+    max_circuits: int = 1_000_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_jobs_in_flight: int = 100
+    max_tasks_in_flight: int = 100_000
+    jobs_per_second: float = Field(default=50.0, description="Sustained submission rate (token bucket).")
+    burst: int = Field(default=100, description="Submissions allowed at once before the rate applies.")
+
 
 class Settings(BaseSettings):
     """Settings for the API and the workers. Build one per process and pass it in.
@@ -17,21 +35,35 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QFLEET_", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: str = Field(
+        default="", description="'host:port,host:port': find the Redis master through Sentinel."
+    )
+    redis_sentinel_master: str = "qfleet"
     dev_mode: bool = Field(default=False, description="Allows the printed dev key; refuse default secrets otherwise.")
+    admin_key: str | None = Field(default=None, description="Bootstrap admin API key, registered at API start.")
     key_prefix: str = Field(default="qfleet", description="Namespace of every Redis key of this deployment.")
 
-    # limits (per job)
+    # limits (per job, for every tenant; tenants can be given lower ones)
     max_body_bytes: int = 64 * 1024 * 1024
+    max_circuit_bytes: int = Field(
+        default=4 * 1024 * 1024, description="Circuit text or QPY size, checked before parsing."
+    )
     max_pubs: int = 1000
     max_circuits: int = 1_000_000
     max_qubits: int = 28
     max_shots: int = 1_000_000
     max_ops: int = 100_000
+    max_depth: int = 20_000
+    tenant: TenantLimits = Field(default_factory=TenantLimits)
 
-    # planning
+    # planning and scheduling
     task_target_s: float = Field(default=0.1, description="Aim each task at this many seconds of compute.")
     task_timeout_s: int = 600
     task_retries: int = 2
+    fair_share_tasks: int = Field(default=4, description="Jobs with more tasks run one priority lane lower.")
+    lease_s: float = Field(
+        default=5.0, description="A running task whose worker stops renewing for this long is re-queued."
+    )
     result_ttl_s: int = 24 * 3600
 
     # workers
@@ -40,7 +72,15 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _threads(self) -> Settings:
+    def _check(self) -> Settings:
         if self.worker_threads <= 0:
             self.worker_threads = os.cpu_count() or 1
+        if (
+            self.admin_key is not None
+            and not self.dev_mode
+            and (self.admin_key.lower() in DEFAULT_SECRETS or len(self.admin_key) < 24)
+        ):
+            raise ValueError(
+                "QFLEET_ADMIN_KEY is a default or short secret; set a random one of 24+ characters (or QFLEET_DEV_MODE=1)"
+            )
         return self

@@ -19,7 +19,7 @@ import httpx
 from redis import Redis
 
 from .settings import Settings
-from .store import Store
+from .store import Store, connect
 
 
 def _die_with_parent() -> None:
@@ -123,7 +123,7 @@ class Stack:
             self.procs["redis"] = start_redis(port, self.log_dir)
             self.redis_url = f"redis://127.0.0.1:{port}/0"
         settings = Settings(redis_url=self.redis_url, dev_mode=True)
-        store = Store(Redis.from_url(self.redis_url), settings.key_prefix)
+        store = Store(connect(settings), settings.key_prefix)
         self.api_key = "qf_dev_" + secrets.token_urlsafe(24)
         store.add_api_key(self.api_key, tenant="dev", role="admin")
         threads = self.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, self.workers))

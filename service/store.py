@@ -22,6 +22,22 @@ from redis import Redis
 
 EVENTS_CHANNEL = "events"
 JOB_TTL_S = 24 * 3600
+IDEMPOTENCY_TTL_S = 24 * 3600
+LANES = ("high", "normal", "low")
+
+# Token bucket per tenant: returns 0 when a request may go, else seconds until it may.
+_RATE = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return tostring(wait)
+"""
 
 # Marks a task done once, and the job done when the last distinct task lands. A result
 # for a job that is already cancelled or failed is dropped: late results never count.
@@ -98,12 +114,54 @@ class Keys:
     def events(self) -> str:
         return f"{self.p}:{EVENTS_CHANNEL}"
 
-    def queue(self, backend: str) -> str:
-        """RQ queue name of a backend (RQ adds its own ``rq:queue:`` prefix)."""
-        return f"{self.p}.{backend}"
+    def queue(self, backend: str, lane: str = "normal") -> str:
+        """RQ queue name of a backend's priority lane (RQ adds its own ``rq:queue:`` prefix)."""
+        return f"{self.p}.{backend}.{lane}"
+
+    def job_attempts(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:attempts"
+
+    @property
+    def leases(self) -> str:
+        """Sorted set of running tasks ``job|task``, scored by the time their lease runs out."""
+        return f"{self.p}:leases"
+
+    def tenant_inflight(self, tenant: str) -> str:
+        return f"{self.p}:tenant:{tenant}:inflight"
+
+    def tenant_limits(self, tenant: str) -> str:
+        return f"{self.p}:tenant:{tenant}:limits"
+
+    def tenant_rate(self, tenant: str) -> str:
+        return f"{self.p}:tenant:{tenant}:rate"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.p}:idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
     def rq_job_id(self, job_id: str, task: int) -> str:
         return f"{job_id}_t{task}"
+
+
+def connect(settings: Any) -> Redis:
+    """The Redis client of this deployment: the URL's server, or the master Sentinel names."""
+    if settings.redis_sentinels:
+        from redis.sentinel import Sentinel
+
+        nodes = [(h, int(p)) for h, _, p in (n.strip().rpartition(":") for n in settings.redis_sentinels.split(","))]
+        return Sentinel(nodes, socket_timeout=5).master_for(settings.redis_sentinel_master, socket_timeout=30)  # type: ignore[no-any-return]
+    return Redis.from_url(settings.redis_url, health_check_interval=10)
+
+
+def connect_async(settings: Any) -> Any:
+    """The asyncio twin of :func:`connect`, for the API's event subscription."""
+    from redis.asyncio import Redis as AsyncRedis
+
+    if settings.redis_sentinels:
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        nodes = [(h, int(p)) for h, _, p in (n.strip().rpartition(":") for n in settings.redis_sentinels.split(","))]
+        return AsyncSentinel(nodes, socket_timeout=5).master_for(settings.redis_sentinel_master)
+    return AsyncRedis.from_url(settings.redis_url)
 
 
 def hash_api_key(key: str) -> str:
@@ -120,6 +178,7 @@ class Store:
         self._complete = redis.register_script(_COMPLETE_TASK)
         self._started = redis.register_script(_MARK_STARTED)
         self._finish = redis.register_script(_FINISH)
+        self._rate = redis.register_script(_RATE)
 
     # -- jobs -----------------------------------------------------------------
     def create_job(
@@ -130,6 +189,7 @@ class Store:
         spec: dict[str, Any],
         data: dict[str, bytes],
         tasks_total: int,
+        queue: str = "",
     ) -> float:
         now = time.time()
         k = self.keys
@@ -144,12 +204,14 @@ class Store:
                 "status": "queued",
                 "created_at": repr(now),
                 "tasks_total": tasks_total,
+                "queue": queue,
                 "spec": json.dumps(spec, separators=(",", ":")),
             },
         )
         pipe.expire(k.job(job_id), self.ttl_s)
         pipe.zadd(k.tenant_jobs(tenant), {job_id: now})
         pipe.expire(k.tenant_jobs(tenant), self.ttl_s)
+        pipe.sadd(k.tenant_inflight(tenant), job_id)
         pipe.execute()
         return now
 
@@ -199,6 +261,84 @@ class Store:
                 args=[status, repr(time.time()), error, self.keys.events, job_id],
             )
         )
+
+    # -- leases: finding tasks whose worker died ---------------------------------
+    def take_lease(self, job_id: str, task: int, seconds: float) -> None:
+        self.redis.zadd(self.keys.leases, {f"{job_id}|{task}": time.time() + seconds})
+
+    def renew_lease(self, job_id: str, task: int, seconds: float) -> None:
+        self.redis.zadd(self.keys.leases, {f"{job_id}|{task}": time.time() + seconds}, xx=True)
+
+    def drop_lease(self, job_id: str, task: int) -> None:
+        self.redis.zrem(self.keys.leases, f"{job_id}|{task}")
+
+    def expired_leases(self, now: float | None = None) -> list[tuple[str, int]]:
+        members = self.redis.zrangebyscore(self.keys.leases, 0, now if now is not None else time.time())
+        out = []
+        for m in members:  # type: ignore[union-attr]
+            job_id, _, task = m.decode().rpartition("|")  # type: ignore[union-attr]
+            out.append((job_id, int(task)))
+        return out
+
+    def claim_expired(self, job_id: str, task: int) -> bool:
+        """True for exactly one caller: the one whose ZREM removed the lapsed lease."""
+        return bool(self.redis.zrem(self.keys.leases, f"{job_id}|{task}"))
+
+    def bump_attempts(self, job_id: str, task: int) -> int:
+        key = self.keys.job_attempts(job_id)
+        pipe = self.redis.pipeline()
+        pipe.hincrby(key, str(task), 1)
+        pipe.expire(key, self.ttl_s)
+        return int(pipe.execute()[0])
+
+    def attempts(self, job_id: str) -> dict[int, int]:
+        raw = self.redis.hgetall(self.keys.job_attempts(job_id))
+        return {int(k): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
+
+    # -- tenants: in-flight work, rate, limits, idempotent submission ----------------
+    def inflight(self, tenant: str) -> tuple[int, int]:
+        """(jobs, tasks) of this tenant not yet final; final jobs are pruned as they are seen."""
+        key = self.keys.tenant_inflight(tenant)
+        job_ids = [j.decode() for j in self.redis.smembers(key)]  # type: ignore[union-attr]
+        if not job_ids:
+            return 0, 0
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), ["status", "tasks_total"])
+            pipe.scard(self.keys.job_done(job_id))
+        replies = pipe.execute()
+        jobs = tasks = 0
+        finished = []
+        for job_id, (status, total), done in zip(job_ids, replies[0::2], replies[1::2]):
+            if status is None or status.decode() in ("done", "failed", "cancelled"):
+                finished.append(job_id)
+                continue
+            jobs += 1
+            tasks += int(total) - int(done)
+        if finished:
+            self.redis.srem(key, *finished)
+        return jobs, tasks
+
+    def rate_wait(self, tenant: str, per_second: float, burst: int) -> float:
+        return float(self._rate(keys=[self.keys.tenant_rate(tenant)], args=[per_second, burst, repr(time.time())]))
+
+    def tenant_limits(self, tenant: str) -> dict[str, Any]:
+        raw = self.redis.get(self.keys.tenant_limits(tenant))
+        return {} if raw is None else json.loads(raw)  # type: ignore[arg-type]
+
+    def set_tenant_limits(self, tenant: str, limits: dict[str, Any]) -> None:
+        self.redis.set(self.keys.tenant_limits(tenant), json.dumps(limits))
+
+    def claim_idempotency(self, tenant: str, key: str, job_id: str) -> str | None:
+        """Bind ``key`` to ``job_id``; returns the job id it was already bound to, if any."""
+        name = self.keys.idempotency(tenant, key)
+        if self.redis.set(name, job_id, nx=True, ex=IDEMPOTENCY_TTL_S):
+            return None
+        existing = self.redis.get(name)
+        if existing is None or self.job(existing.decode()) is None:  # type: ignore[union-attr]
+            self.redis.set(name, job_id, ex=IDEMPOTENCY_TTL_S)  # bound to a job never created
+            return None
+        return existing.decode()  # type: ignore[union-attr]
 
     # -- API keys ---------------------------------------------------------------
     def add_api_key(self, key: str, tenant: str, role: str) -> ApiKey:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 
 
 def run_worker(settings: object, backends: list[str], burst: bool = False, name: str | None = None) -> None:
@@ -11,6 +13,8 @@ def run_worker(settings: object, backends: list[str], burst: bool = False, name:
 
     Engine thread counts are fixed before the engines are imported, so each worker uses
     ``settings.worker_threads`` cores and several workers do not oversubscribe the host.
+    Queues are read high lane first. If the RQ loop ends on a lost Redis connection, the
+    worker waits for Redis and starts a fresh loop with the same warm engines.
     """
     from service.settings import Settings
 
@@ -18,20 +22,36 @@ def run_worker(settings: object, backends: list[str], burst: bool = False, name:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(settings.worker_threads)
 
-    from redis import Redis
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from service.store import Store
+    from service.store import LANES, Store, connect
 
     from . import runner as runner_module
 
-    redis = Redis.from_url(settings.redis_url)
+    log = logging.getLogger("qfleet.worker")
+    redis = connect(settings)
     store = Store(redis, settings.key_prefix, settings.result_ttl_s)
     runner = runner_module.Runner(settings, store)
     runner.warm_up()
     runner_module.install(runner)
-    queues = [Queue(store.keys.queue(b), connection=redis, serializer=JSONSerializer) for b in backends]
-    worker = SimpleWorker(queues, connection=redis, serializer=JSONSerializer, name=name)
-    logging.getLogger("qfleet.worker").info("worker %s ready on %s", worker.name, ", ".join(backends))
-    worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+    threading.Thread(target=runner.renew_leases_forever, name="lease-renewal", daemon=True).start()
+    queues = [
+        Queue(store.keys.queue(b, lane), connection=redis, serializer=JSONSerializer)
+        for lane in LANES
+        for b in backends
+    ]
+    while True:
+        worker = SimpleWorker(queues, connection=redis, serializer=JSONSerializer, name=name)
+        log.info("worker %s ready on %s", worker.name, ", ".join(q.name for q in queues))
+        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        if burst or worker._stop_requested or worker._shutdown_requested_date is not None:  # asked to stop
+            return
+        log.warning("worker loop ended (Redis lost?); starting again once Redis answers")
+        while True:
+            try:
+                redis.ping()
+                break
+            except Exception:
+                time.sleep(0.5)
+        name = None  # the old name may still be registered until its key expires

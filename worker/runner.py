@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from qiskit import qpy
 from qiskit.quantum_info import SparsePauliOp
+from rq.exceptions import AbandonedJobError
 
 from service.planner import pack_segment
 from service.settings import Settings
@@ -56,6 +57,7 @@ class Runner:
         self.store = store
         self.lightning = LightningEngine(settings.worker_threads)
         self.engines: dict[str, Engine] = {"aer": AerEngine(settings.worker_threads), "lightning": self.lightning}
+        self._current: tuple[str, int] | None = None  # the task this process is running
         self._specs = _LRU(64)
         self._pubs = _LRU(256)  # (job, pub) -> (program, values, pairs)
         self._programs = _LRU(128)  # content hash -> Program
@@ -137,6 +139,26 @@ class Runner:
         if spec is None:
             return -1
         self.store.mark_started(job_id)
+        self.store.take_lease(job_id, task, self.settings.lease_s)
+        self._current = (job_id, task)
+        try:
+            return self._run(job_id, task, spec)
+        finally:
+            self._current = None
+            self.store.drop_lease(job_id, task)
+
+    def renew_leases_forever(self) -> None:
+        """Keeps the running task's lease alive while this process lives (a daemon thread)."""
+        while True:
+            time.sleep(self.settings.lease_s / 4)
+            current = self._current
+            if current is not None:
+                try:
+                    self.store.renew_lease(*current, self.settings.lease_s)
+                except Exception as exc:  # Redis away; the task itself will notice
+                    log.debug("lease renewal failed: %s", exc)
+
+    def _run(self, job_id: str, task: int, spec: dict[str, Any]) -> int:
         seed = spec.get("seed")
         parts: list[bytes] = []
         engines_used: list[str] = []
@@ -185,10 +207,8 @@ def run_task(job_id: str, task: int) -> int:
 
 def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:
     """RQ failure callback: after its retries a task fails its job, with the reason."""
-    if _runner is None:
-        return
-    if job.retries_left:
-        return
+    if _runner is None or job.retries_left or (type is not None and issubclass(type, AbandonedJobError)):
+        return  # retried by RQ; abandoned tasks are re-queued by the API's lease reaper
     job_id, task = job.args
     _runner.store.finish(
         job_id, "failed", "task_failed", f"task {task} failed: {type.__name__ if type else 'error'}: {value}"

@@ -18,7 +18,7 @@ from .wire import JobResult as WireJobResult
 
 # One long-poll asks the service to hold the request at most this long.
 LONG_POLL_S = 20.0
-RETRIES = 4
+RETRIES = 8  # ~10 s of backoff: enough for an API or Redis restart
 
 
 def sse_feed(line: str, buffer: list[str]) -> str | None:

@@ -130,6 +130,10 @@ class JobOptions(BaseModel):
     shots: int | None = Field(default=None, ge=1, description="Shots per circuit; implies shot-based estimates.")
     seed: int | None = Field(default=None, ge=0, description="Seed for shot sampling, for reproducible runs.")
     gradient: GradientMethod | None = Field(default=None, description="Also return d(evs)/d(parameters).")
+    priority: Literal["high", "normal", "low"] = Field(
+        default="normal",
+        description="Queue lane. Jobs of many tasks run one lane lower so small jobs keep a bounded wait.",
+    )
 
 
 class JobRequest(BaseModel):
@@ -258,7 +262,8 @@ class BackendInfo(BaseModel):
     gradients: list[str]
     status: Literal["online", "paused", "unavailable"]
     status_reason: str | None = None
-    queue_depth: int
+    queue_depth: int = Field(description="Tasks waiting, all lanes together.")
+    queue_depth_by_priority: dict[str, int] = Field(default_factory=dict)
     workers: int
 
 

@@ -15,6 +15,7 @@ router = APIRouter(prefix="/v1/backends", tags=["backends"])
 
 def describe(jobs: JobService, backend: Backend) -> BackendInfo:
     workers = jobs.workers_on(backend.name)
+    depth = jobs.queue_depth(backend.name)
     return BackendInfo(
         name=backend.name,
         description=backend.description,
@@ -30,7 +31,8 @@ def describe(jobs: JobService, backend: Backend) -> BackendInfo:
         gradients=list(backend.gradients),
         status="online" if workers else "unavailable",
         status_reason=None if workers else "no worker serves this backend",
-        queue_depth=jobs.queue_depth(backend.name),
+        queue_depth=sum(depth.values()),
+        queue_depth_by_priority=depth,
         workers=workers,
     )
 

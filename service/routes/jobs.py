@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from qfleet.wire import TERMINAL_STATUSES, ErrorBody, JobInfo, JobRequest, JobResult
@@ -22,15 +22,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or unknown API key."},
     404: {"model": ErrorBody, "description": "No such job for this API key."},
     413: {"model": ErrorBody, "description": "Body over the size limit."},
+    429: {"model": ErrorBody, "description": "Over the tenant's rate or in-flight limit; see Retry-After."},
 }
 MAX_WAIT_S = 60.0
 
 
 @router.post("", status_code=201, response_model=JobInfo, responses=ERRORS, summary="Submit a job")
-def submit_job(body: JobRequest, jobs: JobsDep, tenant: TenantDep) -> JobInfo:
+def submit_job(
+    body: JobRequest,
+    jobs: JobsDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Retrying a submission with the same key returns the same job."),
+    ] = None,
+) -> JobInfo:
     """Validate, price and shard a list of PUBs, and queue the tasks. Answers at once
     with the job's id; wait for its result with ``GET /v1/jobs/{id}/result?wait=``."""
-    return jobs.submit(body, tenant.name)
+    return jobs.submit(body, tenant.name, idempotency_key)
 
 
 @router.get("/{job_id}", response_model=JobInfo, responses=ERRORS, summary="Job status and progress")

@@ -1,0 +1,70 @@
+"""``/v1/admin``: API keys and tenant limits (admin role only)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from qfleet.wire import ErrorBody
+
+from ..deps import AdminDep, JobsDep
+from ..errors import NotFound
+from ..settings import TenantLimits
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or unknown API key."},
+    403: {"model": ErrorBody, "description": "Not an admin key."},
+}
+
+
+class KeyRequest(BaseModel):
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    role: str = Field(default="user", pattern="^(user|admin)$")
+
+
+class KeyCreated(BaseModel):
+    key: str = Field(description="Shown once; only its SHA-256 is stored.")
+    tenant: str
+    role: str
+    prefix: str
+
+
+class KeyInfo(BaseModel):
+    prefix: str
+    tenant: str
+    role: str
+    created_at: float
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated, responses=ERRORS, summary="Create an API key")
+def create_key(body: KeyRequest, jobs: JobsDep, admin: AdminDep) -> KeyCreated:
+    key = "qf_" + secrets.token_urlsafe(32)
+    record = jobs.store.add_api_key(key, tenant=body.tenant, role=body.role)
+    return KeyCreated(key=key, tenant=record.tenant, role=record.role, prefix=record.prefix)
+
+
+@router.get("/keys", response_model=list[KeyInfo], responses=ERRORS, summary="List API keys (prefixes only)")
+def list_keys(jobs: JobsDep, admin: AdminDep) -> list[KeyInfo]:
+    return [KeyInfo(**rec.__dict__) for rec in sorted(jobs.store.api_keys().values(), key=lambda r: r.created_at)]
+
+
+@router.delete(
+    "/keys/{prefix}", status_code=204, responses={**ERRORS, 404: {"model": ErrorBody}}, summary="Revoke an API key"
+)
+def revoke_key(prefix: str, jobs: JobsDep, admin: AdminDep) -> None:
+    if not jobs.store.revoke_api_key(prefix):
+        raise NotFound(f"no key with prefix '{prefix}'", code="key_not_found")
+
+
+@router.get("/tenants/{tenant}/limits", response_model=TenantLimits, responses=ERRORS, summary="A tenant's limits")
+def get_limits(tenant: str, jobs: JobsDep, admin: AdminDep) -> TenantLimits:
+    return jobs.limits(tenant)
+
+
+@router.put("/tenants/{tenant}/limits", response_model=TenantLimits, responses=ERRORS, summary="Set a tenant's limits")
+def set_limits(tenant: str, body: TenantLimits, jobs: JobsDep, admin: AdminDep) -> TenantLimits:
+    jobs.store.set_tenant_limits(tenant, body.model_dump())
+    return jobs.limits(tenant)
