@@ -126,7 +126,8 @@ class JobService:
         )
 
     def enqueue(self, queue_name: str, job_id: str, tasks: Iterable[int], attempt: int = 0) -> None:
-        retry = Retry(max=self.settings.task_retries, interval=[1, 5]) if self.settings.task_retries else None
+        # 1 s, then 2 s between tries (RQ's scheduler wakes once a second, so finer steps would not hold)
+        retry = Retry(max=self.settings.task_retries, interval=[1, 2]) if self.settings.task_retries else None
         suffix = f"_a{attempt}" if attempt else ""
         with self.store.redis.pipeline() as pipe:
             self.queue(queue_name).enqueue_many(

@@ -126,9 +126,30 @@ class Stack:
         store = Store(connect(settings), settings.key_prefix)
         self.api_key = "qf_dev_" + secrets.token_urlsafe(24)
         store.add_api_key(self.api_key, tenant="dev", role="admin")
+        # the dev tenant drives demos and benchmarks: one request per circuit must not be throttled
+        store.set_tenant_limits("dev", {"jobs_per_second": 10_000.0, "burst": 10_000})
         threads = self.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, self.workers))
         for i in range(self.workers):
             self.start_worker(i, threads)
+        self._start_api()
+        self.wait_ready(timeout)
+        return self
+
+    def restart_redis(self) -> None:
+        """Stop the private Redis (it writes its AOF on the way down) and start it again on the same port and data."""
+        proc = self.procs.pop("redis")
+        proc.terminate()
+        proc.wait(30)
+        assert self.redis_url and self.log_dir
+        self.procs["redis"] = start_redis(int(self.redis_url.rsplit(":", 1)[1].split("/")[0]), self.log_dir)
+
+    def restart_api(self) -> None:
+        proc = self.procs.pop("api")
+        proc.terminate()
+        proc.wait(30)
+        self._start_api()
+
+    def _start_api(self) -> None:
         self._spawn(
             "api",
             [
@@ -147,8 +168,6 @@ class Stack:
             ],
             QFLEET_DEV_MODE="1",
         )
-        self.wait_ready(timeout)
-        return self
 
     def start_worker(self, i: int, threads: int) -> subprocess.Popen[bytes]:
         return self._spawn(

@@ -92,11 +92,12 @@ class BaseClient:
         shots: int | None,
         seed: int | None,
         gradient: str | None,
+        priority: str = "normal",
     ) -> dict[str, Any]:
         request = JobRequest(
             backend=backend,
             pubs=[encode_pub(p) for p in pubs],
-            options=JobOptions(precision=precision, shots=shots, seed=seed, gradient=gradient),  # type: ignore[arg-type]
+            options=JobOptions(precision=precision, shots=shots, seed=seed, gradient=gradient, priority=priority),  # type: ignore[arg-type]
         )
         return request.model_dump(mode="json", exclude_none=True)
 

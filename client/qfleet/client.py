@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -56,6 +57,11 @@ def _final_from_conflict(exc: APIError) -> None:
     """The result endpoint answers 409 for a failed or cancelled job: raise the job's error."""
     if exc.code in ("job_failed", "job_cancelled") and "job" in exc.details:
         _raise_for_final(JobInfo.model_validate(exc.details["job"]))
+
+
+def _may_retry(method: str, idempotent: bool, exc: Exception) -> bool:
+    """GET and DELETE are idempotent; a POST is when it carries an Idempotency-Key."""
+    return method != "POST" or idempotent or isinstance(exc, RateLimitedError)
 
 
 def _retry_delay(exc: Exception, attempt: int) -> float:
@@ -154,14 +160,14 @@ class Client(BaseClient):
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kw: Any) -> Any:
+    def _request(self, method: str, path: str, idempotent: bool = False, **kw: Any) -> Any:
         for attempt in range(RETRIES + 1):
             try:
                 return self._check(
                     self._http.request(method, path, timeout=kw.pop("timeout", None) or self._http.timeout, **kw)
                 )
             except (RateLimitedError, ServerError, httpx.TransportError) as exc:
-                if attempt == RETRIES or (method == "POST" and not isinstance(exc, RateLimitedError)):
+                if attempt == RETRIES or not _may_retry(method, idempotent, exc):
                     raise
                 time.sleep(_retry_delay(exc, attempt))
         raise AssertionError("unreachable")
@@ -181,10 +187,16 @@ class Client(BaseClient):
         shots: int | None = None,
         seed: int | None = None,
         gradient: str | None = None,
+        priority: str = "normal",
     ) -> Job:
-        """Submit PUBs ``(circuit, observables[, parameter_values[, precision]])``; returns a :class:`Job`."""
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient)
-        info = JobInfo.model_validate(self._request("POST", "/v1/jobs", json=body))
+        """Submit PUBs ``(circuit, observables[, parameter_values[, precision]])``; returns a :class:`Job`.
+
+        Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
+        """
+        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority)
+        info = JobInfo.model_validate(
+            self._request("POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        )
         return Job(self, info.id)
 
     def job(self, job_id: str) -> Job:
@@ -266,7 +278,7 @@ class AsyncClient(BaseClient):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+    async def _request(self, method: str, path: str, idempotent: bool = False, **kw: Any) -> Any:
         for attempt in range(RETRIES + 1):
             try:
                 response = await self._http.request(
@@ -274,7 +286,7 @@ class AsyncClient(BaseClient):
                 )
                 return self._check(response)
             except (RateLimitedError, ServerError, httpx.TransportError) as exc:
-                if attempt == RETRIES or (method == "POST" and not isinstance(exc, RateLimitedError)):
+                if attempt == RETRIES or not _may_retry(method, idempotent, exc):
                     raise
                 await asyncio.sleep(_retry_delay(exc, attempt))
         raise AssertionError("unreachable")
@@ -294,9 +306,14 @@ class AsyncClient(BaseClient):
         shots: int | None = None,
         seed: int | None = None,
         gradient: str | None = None,
+        priority: str = "normal",
     ) -> AsyncJob:
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient)
-        info = JobInfo.model_validate(await self._request("POST", "/v1/jobs", json=body))
+        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority)
+        info = JobInfo.model_validate(
+            await self._request(
+                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+            )
+        )
         return AsyncJob(self, info.id)
 
     def job(self, job_id: str) -> AsyncJob:
