@@ -53,3 +53,31 @@ def test_api_keys_are_stored_as_hashes(clean_redis: str) -> None:
     assert store.api_key("qf_secret_value_123").tenant == "alpha"  # type: ignore[union-attr]
     assert store.revoke_api_key("qf_secret_") == 1  # the prefix that `qfleet keys list` shows
     assert store.api_key("qf_secret_value_123") is None
+
+
+def test_sentinel_configuration_finds_the_master(redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import time
+
+    from service.settings import Settings
+    from service.stack import free_port
+    from service.store import connect
+
+    redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor qfleet 127.0.0.1 {redis_port} 1\n")
+    proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        settings = Settings(redis_sentinels=f"127.0.0.1:{port}", redis_sentinel_master="qfleet")
+        for _ in range(100):
+            try:
+                client = connect(settings)
+                client.set("qfleet:sentinel-check", "ok")
+                break
+            except Exception:
+                time.sleep(0.05)
+        assert Redis.from_url(redis_url).get("qfleet:sentinel-check") == b"ok"  # the write reached the master
+    finally:
+        proc.terminate()
+        proc.wait(10)
