@@ -21,19 +21,17 @@ from qfleet.wire import (
     encode_array,
 )
 from rq import Queue, Worker
-from rq.job import Callback, Retry
 from rq.serializers import JSONSerializer
 
 from .backends import Backend, simulator_backends
 from .errors import InvalidRequest, NotFound, RateLimited
 from .planner import assemble, plan_job
 from .pubs import CircuitCache, parse_pub
+from .queueing import enqueue_tasks
 from .settings import Settings, TenantLimits
 from .store import LANES, Store
 
 log = logging.getLogger("qfleet.api")
-TASK_FUNCTION = "worker.runner.run_task"
-FAILURE_CALLBACK = "worker.runner.on_task_failed"
 
 
 class JobService:
@@ -115,7 +113,10 @@ class JobService:
         if len(plan.tasks) > self.settings.fair_share_tasks:
             lane = LANES[min(LANES.index(lane) + 1, len(LANES) - 1)]
         queue_name = self.store.keys.queue(backend.name, lane)
-        created = self.store.create_job(job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name)
+        shots = sum(p.shots * len(p.values) for p in pubs)
+        created = self.store.create_job(
+            job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=shots
+        )
         self.enqueue(queue_name, job_id, range(len(plan.tasks)))
         return JobInfo(
             id=job_id,
@@ -126,27 +127,7 @@ class JobService:
         )
 
     def enqueue(self, queue_name: str, job_id: str, tasks: Iterable[int], attempt: int = 0) -> None:
-        # 1 s, then 2 s between tries (RQ's scheduler wakes once a second, so finer steps would not hold)
-        retry = Retry(max=self.settings.task_retries, interval=[1, 2]) if self.settings.task_retries else None
-        suffix = f"_a{attempt}" if attempt else ""
-        with self.store.redis.pipeline() as pipe:
-            self.queue(queue_name).enqueue_many(
-                [
-                    Queue.prepare_data(
-                        TASK_FUNCTION,
-                        args=(job_id, t),
-                        job_id=self.store.keys.rq_job_id(job_id, t) + suffix,
-                        timeout=self.settings.task_timeout_s,
-                        result_ttl=0,
-                        failure_ttl=self.settings.result_ttl_s,
-                        retry=retry,
-                        on_failure=Callback(FAILURE_CALLBACK),
-                    )
-                    for t in tasks
-                ],
-                pipeline=pipe,
-            )
-            pipe.execute()
+        enqueue_tasks(self.store, self.settings, queue_name, job_id, tasks, f"_a{attempt}" if attempt else "")
 
     def reap(self) -> int:
         """Re-queue tasks whose worker stopped renewing their lease (killed, lost); returns how many."""

@@ -49,9 +49,22 @@ local added = redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 if added == 0 then return 0 end
+-- statistics, counted once per distinct task: KEYS[4] counters, KEYS[5] circuits by
+-- backend|tenant, KEYS[6] task-seconds histogram, KEYS[7] recent tasks, KEYS[8] tenant usage
+redis.call('HINCRBY', KEYS[4], 'tasks_done', 1)
+redis.call('HINCRBY', KEYS[5], ARGV[8], ARGV[7])
+redis.call('HINCRBY', KEYS[6], ARGV[9], 1)
+redis.call('HINCRBY', KEYS[6], 'count', 1)
+redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[10])
+redis.call('LPUSH', KEYS[7], ARGV[11])
+redis.call('LTRIM', KEYS[7], 0, 4999)
+redis.call('HINCRBY', KEYS[8], ARGV[12] .. '|circuits', ARGV[7])
+redis.call('HINCRBYFLOAT', KEYS[8], ARGV[12] .. '|seconds', ARGV[10])
+redis.call('EXPIRE', KEYS[8], 8 * 86400)
 local n = redis.call('SCARD', KEYS[2])
 if n >= tonumber(redis.call('HGET', KEYS[1], 'tasks_total')) and status ~= 'done' then
   redis.call('HSET', KEYS[1], 'status', 'done', 'finished_at', ARGV[4])
+  redis.call('HINCRBY', KEYS[4], 'jobs_done', 1)
   redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' done')
   return 2
 end
@@ -72,9 +85,34 @@ _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'error', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'jobs_' .. ARGV[1], 1)
 redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. ARGV[1])
 return 1
 """
+
+
+TASK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def histogram_bucket(seconds: float) -> str:
+    """The upper bound (Prometheus ``le``) of the histogram bucket a duration falls in."""
+    for bound in TASK_SECONDS_BUCKETS:
+        if seconds <= bound:
+            return repr(bound)
+    return "+Inf"
+
+
+def usage_hour(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(timestamp))
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    backend: str = ""
+    tenant: str = ""
+    seconds: float = 0.0
+    wait: float = 0.0
+    circuits: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +155,37 @@ class Keys:
     def queue(self, backend: str, lane: str = "normal") -> str:
         """RQ queue name of a backend's priority lane (RQ adds its own ``rq:queue:`` prefix)."""
         return f"{self.p}.{backend}.{lane}"
+
+    @property
+    def all_jobs(self) -> str:
+        return f"{self.p}:jobs"
+
+    @property
+    def counters(self) -> str:
+        return f"{self.p}:counters"
+
+    @property
+    def circuits(self) -> str:
+        return f"{self.p}:circuits"
+
+    @property
+    def task_seconds(self) -> str:
+        return f"{self.p}:task_seconds"
+
+    @property
+    def recent_tasks(self) -> str:
+        return f"{self.p}:recent_tasks"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.p}:audit"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.p}:paused"
+
+    def usage(self, tenant: str) -> str:
+        return f"{self.p}:usage:{tenant}"
 
     def job_attempts(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}:attempts"
@@ -190,6 +259,7 @@ class Store:
         data: dict[str, bytes],
         tasks_total: int,
         queue: str = "",
+        shots: int = 0,
     ) -> float:
         now = time.time()
         k = self.keys
@@ -212,6 +282,12 @@ class Store:
         pipe.zadd(k.tenant_jobs(tenant), {job_id: now})
         pipe.expire(k.tenant_jobs(tenant), self.ttl_s)
         pipe.sadd(k.tenant_inflight(tenant), job_id)
+        pipe.zadd(k.all_jobs, {job_id: now})
+        pipe.hincrby(k.counters, "jobs_submitted", 1)
+        hour = usage_hour(now)
+        pipe.hincrby(k.usage(tenant), f"{hour}|jobs", 1)
+        pipe.hincrby(k.usage(tenant), f"{hour}|shots", int(shots))
+        pipe.expire(k.usage(tenant), 8 * 86400)
         pipe.execute()
         return now
 
@@ -224,6 +300,10 @@ class Store:
     def job_field(self, job_id: str, name: str) -> str | None:
         value = self.redis.hget(self.keys.job(job_id), name)
         return None if value is None else value.decode()  # type: ignore[union-attr]
+
+    def job_fields(self, job_id: str, names: list[str]) -> list[str | None]:
+        values = self.redis.hmget(self.keys.job(job_id), names)
+        return [None if v is None else v.decode() for v in values]  # type: ignore[union-attr]
 
     def spec(self, job_id: str) -> dict[str, Any] | None:
         raw = self.job_field(job_id, "spec")
@@ -243,21 +323,106 @@ class Store:
     def mark_started(self, job_id: str) -> None:
         self._started(keys=[self.keys.job(job_id)], args=[repr(time.time())])
 
-    def complete_task(self, job_id: str, task: int, result: bytes) -> int:
-        """Store a task's result; -1 dropped (job final), 0 duplicate, 1 counted, 2 job done."""
+    def complete_task(self, job_id: str, task: int, result: bytes, stats: TaskStats | None = None) -> int:
+        """Store a task's result; -1 dropped (job final), 0 duplicate, 1 counted, 2 job done.
+
+        ``stats`` feed /metrics, the dashboard's charts and tenant usage, once per distinct task.
+        """
         k = self.keys
+        s = stats or TaskStats()
+        now = time.time()
+        record = json.dumps(
+            {
+                "t": round(now, 3),
+                "job": job_id,
+                "task": task,
+                "backend": s.backend,
+                "tenant": s.tenant,
+                "seconds": round(s.seconds, 6),
+                "wait": round(s.wait, 6),
+                "circuits": s.circuits,
+            }
+        )
         return int(
             self._complete(
-                keys=[k.job(job_id), k.job_done(job_id), k.job_results(job_id)],
-                args=[task, result, self.ttl_s, repr(time.time()), k.events, job_id],
+                keys=[
+                    k.job(job_id),
+                    k.job_done(job_id),
+                    k.job_results(job_id),
+                    k.counters,
+                    k.circuits,
+                    k.task_seconds,
+                    k.recent_tasks,
+                    k.usage(s.tenant),
+                ],
+                args=[
+                    task,
+                    result,
+                    self.ttl_s,
+                    repr(now),
+                    k.events,
+                    job_id,
+                    s.circuits,
+                    f"{s.backend}|{s.tenant}",
+                    histogram_bucket(s.seconds),
+                    repr(s.seconds),
+                    record,
+                    usage_hour(now),
+                ],
             )
         )
+
+    # -- statistics ---------------------------------------------------------------
+    def counters(self) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.redis.hgetall(self.keys.counters).items()}  # type: ignore[union-attr]
+
+    def circuits_by(self) -> dict[tuple[str, str], int]:
+        raw = self.redis.hgetall(self.keys.circuits)
+        out = {}
+        for field, value in raw.items():  # type: ignore[union-attr]
+            backend, _, tenant = field.decode().partition("|")  # type: ignore[union-attr]
+            out[(backend, tenant)] = int(value)
+        return out
+
+    def task_seconds(self) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.redis.hgetall(self.keys.task_seconds).items()}  # type: ignore[union-attr]
+
+    def recent_tasks(self, limit: int = 5000) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.redis.lrange(self.keys.recent_tasks, 0, limit - 1)]  # type: ignore[union-attr]
+
+    def usage(self, tenant: str) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.redis.hgetall(self.keys.usage(tenant)).items()}  # type: ignore[union-attr]
+
+    def tenants(self) -> list[str]:
+        return sorted({rec.tenant for rec in self.api_keys().values()})
+
+    def recent_jobs(self, limit: int = 500) -> list[str]:
+        return [j.decode() for j in self.redis.zrevrange(self.keys.all_jobs, 0, limit - 1)]  # type: ignore[union-attr]
+
+    def audit(self, actor: str, action: str, target: str) -> None:
+        entry = json.dumps({"t": time.time(), "actor": actor, "action": action, "target": target})
+        pipe = self.redis.pipeline()
+        pipe.lpush(self.keys.audit, entry)
+        pipe.ltrim(self.keys.audit, 0, 999)
+        pipe.execute()
+
+    def audit_log(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.redis.lrange(self.keys.audit, 0, limit - 1)]  # type: ignore[union-attr]
+
+    def set_paused(self, backend: str, paused: bool) -> None:
+        (self.redis.sadd if paused else self.redis.srem)(self.keys.paused, backend)
+
+    def paused(self) -> set[str]:
+        return {b.decode() for b in self.redis.smembers(self.keys.paused)}  # type: ignore[union-attr]
+
+    def is_paused(self, backend: str) -> bool:
+        return bool(self.redis.sismember(self.keys.paused, backend))
 
     def finish(self, job_id: str, status: str, code: str = "", message: str = "") -> bool:
         error = json.dumps({"code": code, "message": message}) if code else ""
         return bool(
             self._finish(
-                keys=[self.keys.job(job_id)],
+                keys=[self.keys.job(job_id), self.keys.counters],
                 args=[status, repr(time.time()), error, self.keys.events, job_id],
             )
         )

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -21,8 +22,9 @@ from qiskit.quantum_info import SparsePauliOp
 from rq.exceptions import AbandonedJobError
 
 from service.planner import pack_segment
+from service.queueing import enqueue_tasks
 from service.settings import Settings
-from service.store import Store
+from service.store import Store, TaskStats
 
 from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
@@ -132,17 +134,25 @@ class Runner:
         raise RuntimeError("no engine could run this block")  # Aer runs every validated circuit
 
     def run(self, job_id: str, task: int) -> int:
-        status = self.store.job_field(job_id, "status")
+        status, backend, tenant, created, queue = self.store.job_fields(
+            job_id, ["status", "backend", "tenant", "created_at", "queue"]
+        )
         if status in (None, "cancelled", "failed", "done"):
             return -1  # nothing to do: gone, cancelled, failed, or a late duplicate
+        if backend and self.store.is_paused(backend):
+            # An admin paused this backend: put the task back at the end of its lane, slowly.
+            time.sleep(0.5)
+            enqueue_tasks(self.store, self.settings, queue or "", job_id, [task], f"_p{uuid.uuid4().hex[:8]}")
+            return -1
         spec = self._spec(job_id)
         if spec is None:
             return -1
         self.store.mark_started(job_id)
         self.store.take_lease(job_id, task, self.settings.lease_s)
         self._current = (job_id, task)
+        started = time.time()
         try:
-            return self._run(job_id, task, spec)
+            return self._run(job_id, task, spec, backend or "", tenant or "", started - float(created or started))
         finally:
             self._current = None
             self.store.drop_lease(job_id, task)
@@ -158,7 +168,7 @@ class Runner:
                 except Exception as exc:  # Redis away; the task itself will notice
                     log.debug("lease renewal failed: %s", exc)
 
-    def _run(self, job_id: str, task: int, spec: dict[str, Any]) -> int:
+    def _run(self, job_id: str, task: int, spec: dict[str, Any], backend: str, tenant: str, wait: float) -> int:
         seed = spec.get("seed")
         parts: list[bytes] = []
         engines_used: list[str] = []
@@ -175,7 +185,9 @@ class Runner:
             block.seed = None if seed is None else int(seed) + 7919 * task + i
             evs, stds, grad = self.compute(program, block, pub.get("gradient"), engines_used)
             parts.append(pack_segment(evs, stds, grad))
-        outcome = self.store.complete_task(job_id, task, b"".join(parts))
+        circuits = sum(stop - start for _, start, stop in spec["tasks"][task])
+        stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, circuits)
+        outcome = self.store.complete_task(job_id, task, b"".join(parts), stats)
         log.info(
             "task done",
             extra={

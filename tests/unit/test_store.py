@@ -67,7 +67,9 @@ def test_sentinel_configuration_finds_the_master(redis_url: str, tmp_path) -> No
     port = free_port()
     conf = tmp_path / "sentinel.conf"
     conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor qfleet 127.0.0.1 {redis_port} 1\n")
-    proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     try:
         settings = Settings(redis_sentinels=f"127.0.0.1:{port}", redis_sentinel_master="qfleet")
         for _ in range(100):
