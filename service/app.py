@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
+from . import __version__, dashboard, metrics
 from .errors import PayloadTooLarge, RateLimited, ServiceError
 from .events import JobEvents
 from .jobs import JobService
@@ -146,6 +146,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(backends.router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
+    dashboard.install(app)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import signal
@@ -26,14 +25,11 @@ cli.add_typer(keys_cli, name="keys")
 def app_from_env():  # type: ignore[no-untyped-def]
     """uvicorn factory: ``uvicorn service.cli:app_from_env --factory``."""
     from .app import create_app
+    from .logs import configure
 
-    return create_app(Settings())
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    settings = Settings()
+    configure(settings.log_json, settings.log_level)
+    return create_app(settings)
 
 
 def _start_stack(host: str, port: int, workers: int) -> Stack:
@@ -87,8 +83,10 @@ def worker(
     """Run one warm worker (needs QFLEET_REDIS_URL)."""
     from worker.main import run_worker
 
-    _logging(verbose)
+    from .logs import configure
+
     settings = Settings()
+    configure(settings.log_json, "DEBUG" if verbose else settings.log_level)
     run_worker(settings, backend or ["aer", "lightning"], burst=burst, name=name)
 
 

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     dev_mode: bool = Field(default=False, description="Allows the printed dev key; refuse default secrets otherwise.")
     admin_key: str | None = Field(default=None, description="Bootstrap admin API key, registered at API start.")
     key_prefix: str = Field(default="qfleet", description="Namespace of every Redis key of this deployment.")
+    log_json: bool = Field(default=False, description="One JSON object a log line, with job id, task and tenant.")
+    log_level: str = "INFO"
 
     # limits (per job, for every tenant; tenants can be given lower ones)
     max_body_bytes: int = 64 * 1024 * 1024

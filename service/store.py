@@ -72,6 +72,15 @@ redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' progress')
 return 1
 """
 
+# A failed job whose failed tasks an admin re-queues runs again; its done tasks stay done.
+_REOPEN = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running')
+redis.call('HDEL', KEYS[1], 'error', 'finished_at')
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
 _MARK_STARTED = """
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
@@ -248,6 +257,7 @@ class Store:
         self._started = redis.register_script(_MARK_STARTED)
         self._finish = redis.register_script(_FINISH)
         self._rate = redis.register_script(_RATE)
+        self._reopen = redis.register_script(_REOPEN)
 
     # -- jobs -----------------------------------------------------------------
     def create_job(
@@ -417,6 +427,10 @@ class Store:
 
     def is_paused(self, backend: str) -> bool:
         return bool(self.redis.sismember(self.keys.paused, backend))
+
+    def reopen(self, job_id: str) -> bool:
+        """A failed job back to running, its retry counts cleared; False if it was not failed."""
+        return bool(self._reopen(keys=[self.keys.job(job_id), self.keys.job_attempts(job_id)]))
 
     def finish(self, job_id: str, status: str, code: str = "", message: str = "") -> bool:
         error = json.dumps({"code": code, "message": message}) if code else ""

@@ -193,6 +193,7 @@ class Runner:
             extra={
                 "job_id": job_id,
                 "task": task,
+                "tenant": tenant,
                 "engines": engines_used,
                 "seconds": round(time.perf_counter() - t0, 4),
                 "outcome": outcome,
