@@ -3,7 +3,8 @@ discovery) and the workers (which queue they serve, which engines run)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
@@ -23,10 +24,15 @@ class Backend:
     coupling_map: list[list[int]] | None = None
     options: tuple[str, ...] = ("precision", "shots", "seed")
     gradients: tuple[str, ...] = ("parameter-shift", "adjoint", "auto")
-    extra: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    unavailable: str | None = None  # why it cannot run now (missing credentials, …)
 
 
 def simulator_backends(max_qubits: int, max_shots: int) -> dict[str, Backend]:
+    """Every backend a user can name (simulators, the device model, QPU adapters)."""
+    from .devices.wukong72 import NATIVE_GATES, NUM_QUBITS, enabled_pairs, load_calibration, summary
+
+    calibration = load_calibration()
     return {
         "aer": Backend(
             name="aer",
@@ -50,5 +56,21 @@ def simulator_backends(max_qubits: int, max_shots: int) -> dict[str, Backend]:
             max_shots=0,
             engines=("lightning", "aer"),
             options=("precision",),
+        ),
+        "wukong72": Backend(
+            name="wukong72",
+            description="A model of Origin Wukong, a 72-qubit superconducting QPU: 12x6 grid coupling map, "
+            "CZ and single-qubit rotations, an Aer noise model from a (synthetic) calibration snapshot, "
+            "shot-based estimates; matrix-product-state simulation so all 72 qubits run.",
+            num_qubits=NUM_QUBITS,
+            exact=False,
+            supports_shots=True,
+            max_shots=min(max_shots, 100_000),
+            engines=("aer-density-matrix", "aer-statevector", "aer-mps"),
+            native_gates=NATIVE_GATES,
+            coupling_map=[list(p) for p in enabled_pairs(calibration)],
+            options=("precision", "shots", "seed", "noise"),
+            gradients=("parameter-shift", "auto"),
+            calibration=summary(calibration),
         ),
     }

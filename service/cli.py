@@ -87,7 +87,7 @@ def worker(
 
     settings = Settings()
     configure(settings.log_json, "DEBUG" if verbose else settings.log_level)
-    run_worker(settings, backend or ["aer", "lightning"], burst=burst, name=name)
+    run_worker(settings, backend or ["aer", "lightning", "wukong72"], burst=burst, name=name)
 
 
 @cli.command()

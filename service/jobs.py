@@ -82,6 +82,19 @@ class JobService:
             num_qubits=min(backend.num_qubits, limits.max_qubits),
             max_shots=min(backend.max_shots, limits.max_shots),
         )
+        options = request.options
+        asked = {"shots": options.shots, "seed": options.seed, "noise": options.noise, "precision": options.precision}
+        for name, value in asked.items():
+            if value is not None and name not in backend.options:
+                raise InvalidRequest(
+                    f"backend '{backend.name}' does not accept option '{name}'; it accepts {list(backend.options)}",
+                    code="option_not_supported",
+                    option=name,
+                )
+        if backend.unavailable:
+            raise InvalidRequest(
+                f"backend '{backend.name}' is unavailable: {backend.unavailable}", code="backend_unavailable"
+            )
         pubs = [parse_pub(i, p, request, allowed, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
         plan = plan_job(pubs, self.settings.task_target_s, request.options.gradient)
         max_circuits = min(self.settings.max_circuits, limits.max_circuits)
@@ -109,6 +122,7 @@ class JobService:
         plan.spec["seed"] = request.options.seed
         plan.spec["cost_units"] = plan.cost_units
         plan.spec["priority"] = request.options.priority
+        plan.spec["noise"] = True if request.options.noise is None else request.options.noise
         lane: str = request.options.priority
         if len(plan.tasks) > self.settings.fair_share_tasks:
             lane = LANES[min(LANES.index(lane) + 1, len(LANES) - 1)]
@@ -183,8 +197,12 @@ class JobService:
     def result(self, job_id: str, record: dict[str, str]) -> JobResult:
         spec: dict[str, Any] = json.loads(record["spec"])
         arrays = assemble(spec, self.store.results(job_id))
+        engine_meta: dict[int, dict[str, Any]] = {}
+        for _, per_pub in sorted(self.store.task_meta(job_id).items()):
+            for pub_index, meta in per_pub.items():
+                engine_meta.setdefault(int(pub_index), meta)
         results = []
-        for pub, arr in zip(spec["pubs"], arrays):
+        for i, (pub, arr) in enumerate(zip(spec["pubs"], arrays)):
             grad = arr["gradient"]
             results.append(
                 PubResult(
@@ -197,6 +215,7 @@ class JobService:
                         "precision": pub["precision"],
                         "num_qubits": pub["n"],
                         "mode": pub["mode"],
+                        **engine_meta.get(i, {}),
                     },
                 )
             )
@@ -237,6 +256,12 @@ class JobService:
         return int(
             Worker.count(connection=self.store.redis, queue=self.queue(self.store.keys.queue(backend, "normal")))
         )
+
+    def estimated_wait(self, backend: str, queued: int, workers: int) -> float:
+        """Queued tasks times the backend's recent mean task time, shared among its workers."""
+        recent = [t["seconds"] for t in self.store.recent_tasks(500) if t.get("backend") == backend]
+        mean = sum(recent) / len(recent) if recent else self.settings.task_target_s
+        return round(queued * mean / max(1, workers), 3)
 
     def worker_count(self) -> int:
         return int(Worker.count(connection=self.store.redis))

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     )
     result_ttl_s: int = 24 * 3600
 
+    # device models
+    device_concurrency: int = Field(default=1, description="Batches a device (model) runs at once, across all workers.")
+    device_shot_time_s: float = Field(
+        default=0.0, description="Simulated QPU time per shot, to make queues behave like hardware."
+    )
+
     # workers
     worker_threads: int = Field(
         default=0, description="Engine threads per worker; 0 = share the cores among local workers."

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,16 @@ redis.call('HSET', KEYS[1], 'status', 'running')
 redis.call('HDEL', KEYS[1], 'error', 'finished_at')
 redis.call('DEL', KEYS[2])
 return 1
+"""
+
+# A counting semaphore with expiring holders: at most ARGV[1] at once.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+  return 1
+end
+return 0
 """
 
 _MARK_STARTED = """
@@ -196,6 +207,12 @@ class Keys:
     def usage(self, tenant: str) -> str:
         return f"{self.p}:usage:{tenant}"
 
+    def job_meta(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:meta"
+
+    def device_slots(self, device: str) -> str:
+        return f"{self.p}:device:{device}:slots"
+
     def job_attempts(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}:attempts"
 
@@ -258,6 +275,7 @@ class Store:
         self._finish = redis.register_script(_FINISH)
         self._rate = redis.register_script(_RATE)
         self._reopen = redis.register_script(_REOPEN)
+        self._acquire = redis.register_script(_ACQUIRE)
 
     # -- jobs -----------------------------------------------------------------
     def create_job(
@@ -381,6 +399,37 @@ class Store:
                 ],
             )
         )
+
+    def set_task_meta(self, job_id: str, task: int, meta: dict[str, Any]) -> None:
+        key = self.keys.job_meta(job_id)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, str(task), json.dumps(meta))
+        pipe.expire(key, self.ttl_s)
+        pipe.execute()
+
+    def task_meta(self, job_id: str) -> dict[int, dict[str, Any]]:
+        raw = self.redis.hgetall(self.keys.job_meta(job_id))
+        return {int(k): json.loads(v) for k, v in raw.items()}  # type: ignore[union-attr]
+
+    def device_slot(self, device: str, limit: int, hold_s: float = 600.0) -> Any:
+        """A context manager: wait for one of ``limit`` slots of a device (a QPU runs one batch at a time)."""
+        store = self
+
+        class Slot:
+            def __enter__(self) -> None:
+                self.holder = uuid.uuid4().hex
+                while True:
+                    now = time.time()
+                    if store._acquire(
+                        keys=[store.keys.device_slots(device)], args=[limit, self.holder, now, now + hold_s]
+                    ):
+                        return
+                    time.sleep(0.02)
+
+            def __exit__(self, *exc: object) -> None:
+                store.redis.zrem(store.keys.device_slots(device), self.holder)
+
+        return Slot()
 
     # -- statistics ---------------------------------------------------------------
     def counters(self) -> dict[str, float]:

@@ -21,6 +21,7 @@ from qiskit import qpy
 from qiskit.quantum_info import SparsePauliOp
 from rq.exceptions import AbandonedJobError
 
+from service.devices.wukong72 import Wukong72Backend
 from service.planner import pack_segment
 from service.queueing import enqueue_tasks
 from service.settings import Settings
@@ -28,6 +29,7 @@ from service.store import Store, TaskStats
 
 from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
+from .engines.device import DeviceEngine
 from .engines.lightning import LightningEngine
 from .parameter_shift import parameter_shift
 
@@ -58,6 +60,12 @@ class Runner:
         self.settings = settings
         self.store = store
         self.lightning = LightningEngine(settings.worker_threads)
+        self.device = DeviceEngine(
+            Wukong72Backend(),
+            settings.worker_threads,
+            semaphore=lambda: store.device_slot("wukong72", settings.device_concurrency),
+            shot_time_s=settings.device_shot_time_s,
+        )
         self.engines: dict[str, Engine] = {"aer": AerEngine(settings.worker_threads), "lightning": self.lightning}
         self._current: tuple[str, int] | None = None  # the task this process is running
         self._specs = _LRU(64)
@@ -109,9 +117,15 @@ class Runner:
         return ["aer"] if shots else ["lightning", "aer"]
 
     def compute(
-        self, program: Program, block: Block, gradient: str | None, used: list[str]
+        self, program: Program, block: Block, gradient: str | None, used: list[str], backend: str = "aer"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """evs, stds (and the gradient) of a block on the first engine that can run it."""
+        if backend == "wukong72":
+            used.append(self.device.name)
+            if gradient:
+                return parameter_shift(self.device, program, block)
+            evs, stds = self.device.estimate(program, block)
+            return evs, stds, None
         if gradient == "adjoint":
             try:
                 result = self.lightning.gradient(program, block)
@@ -172,6 +186,7 @@ class Runner:
         seed = spec.get("seed")
         parts: list[bytes] = []
         engines_used: list[str] = []
+        meta: dict[str, Any] = {}
         t0 = time.perf_counter()
         for i, start, stop in spec["tasks"][task]:
             pub = spec["pubs"][i]
@@ -183,8 +198,13 @@ class Runner:
                 block = Block(values=values[rows[:, 1]], obs_index=rows[:, 0])
             block.shots = int(pub["shots"])
             block.seed = None if seed is None else int(seed) + 7919 * task + i
-            evs, stds, grad = self.compute(program, block, pub.get("gradient"), engines_used)
+            self.device.noise = bool(spec.get("noise", True))
+            evs, stds, grad = self.compute(program, block, pub.get("gradient"), engines_used, backend)
             parts.append(pack_segment(evs, stds, grad))
+            if backend == "wukong72":
+                meta[str(i)] = self.device.last_metadata
+        if meta:
+            self.store.set_task_meta(job_id, task, meta)
         circuits = sum(stop - start for _, start, stop in spec["tasks"][task])
         stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, circuits)
         outcome = self.store.complete_task(job_id, task, b"".join(parts), stats)

@@ -130,6 +130,7 @@ class JobOptions(BaseModel):
     shots: int | None = Field(default=None, ge=1, description="Shots per circuit; implies shot-based estimates.")
     seed: int | None = Field(default=None, ge=0, description="Seed for shot sampling, for reproducible runs.")
     gradient: GradientMethod | None = Field(default=None, description="Also return d(evs)/d(parameters).")
+    noise: bool | None = Field(default=None, description="Device models only: false turns the noise model off.")
     priority: Literal["high", "normal", "low"] = Field(
         default="normal",
         description="Queue lane. Jobs of many tasks run one lane lower so small jobs keep a bounded wait.",
@@ -264,6 +265,13 @@ class BackendInfo(BaseModel):
     status_reason: str | None = None
     queue_depth: int = Field(description="Tasks waiting, all lanes together.")
     queue_depth_by_priority: dict[str, int] = Field(default_factory=dict)
+    estimated_wait_s: float = Field(
+        default=0.0, description="Rough wait before a new task starts, from recent task times."
+    )
+    calibration: dict[str, Any] | None = Field(
+        default=None, description="Calibration summary (device models and QPUs)."
+    )
+    limits: dict[str, int] = Field(default_factory=dict, description="max_qubits, max_shots, max_circuits.")
     workers: int
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from qfleet.wire import BackendInfo, ErrorBody
 
@@ -16,6 +18,16 @@ router = APIRouter(prefix="/v1/backends", tags=["backends"])
 def describe(jobs: JobService, backend: Backend) -> BackendInfo:
     workers = jobs.workers_on(backend.name)
     depth = jobs.queue_depth(backend.name)
+    status: Literal["online", "paused", "unavailable"]
+    reason: str | None
+    if backend.unavailable:
+        status, reason = "unavailable", backend.unavailable
+    elif backend.name in jobs.store.paused():
+        status, reason = "paused", "paused by an admin"
+    elif not workers:
+        status, reason = "unavailable", "no worker serves this backend"
+    else:
+        status, reason = "online", None
     return BackendInfo(
         name=backend.name,
         description=backend.description,
@@ -29,10 +41,17 @@ def describe(jobs: JobService, backend: Backend) -> BackendInfo:
         engines=list(backend.engines),
         options=list(backend.options),
         gradients=list(backend.gradients),
-        status="online" if workers else "unavailable",
-        status_reason=None if workers else "no worker serves this backend",
+        status=status,
+        status_reason=reason,
         queue_depth=sum(depth.values()),
         queue_depth_by_priority=depth,
+        estimated_wait_s=jobs.estimated_wait(backend.name, sum(depth.values()), workers),
+        calibration=backend.calibration,
+        limits={
+            "max_qubits": backend.num_qubits,
+            "max_shots": backend.max_shots,
+            "max_circuits": jobs.settings.max_circuits,
+        },
         workers=workers,
     )
 

@@ -1,0 +1,1 @@
+"""Device models: QPU descriptions (coupling map, native gates, calibration) as Qiskit targets."""
