@@ -103,3 +103,14 @@ def test_methods_are_resolved_or_refused_with_a_reason() -> None:
     qc2.rx(theta * Parameter("u"), 0)
     with pytest.raises(NotDifferentiable, match="several parameters"):
         resolve("parameter-shift", qc2, shots=0)
+
+
+def test_a_circuit_without_parameters_has_an_empty_gradient() -> None:
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    program = Program(qc, [SparsePauliOp("ZZ")])
+    for engine in (AerEngine(1), LightningEngine(1)):
+        evs, _, grad = parameter_shift(engine, program, Block(values=np.zeros((3, 0))))
+        assert grad.shape == (1, 3, 0) and np.allclose(evs, 1.0)
+    assert LightningEngine(1).gradient(program, Block(values=np.zeros((3, 0))))[2].shape == (1, 3, 0)
