@@ -28,8 +28,9 @@ class Backend:
     unavailable: str | None = None  # why it cannot run now (missing credentials, …)
 
 
-def simulator_backends(max_qubits: int, max_shots: int) -> dict[str, Backend]:
-    """Every backend a user can name (simulators, the device model, QPU adapters)."""
+def all_backends(settings: Any) -> dict[str, Backend]:
+    """Every backend a user can name: simulators, the device model, real-QPU adapters."""
+    max_qubits, max_shots = settings.max_qubits, settings.max_shots
     from .devices.wukong72 import NATIVE_GATES, NUM_QUBITS, enabled_pairs, load_calibration, summary
 
     calibration = load_calibration()
@@ -73,4 +74,35 @@ def simulator_backends(max_qubits: int, max_shots: int) -> dict[str, Backend]:
             gradients=("parameter-shift", "auto"),
             calibration=summary(calibration),
         ),
+        "origin": Backend(
+            name="origin",
+            description=f"Origin Quantum QPU '{settings.origin_chip}' through pyqpanda3's QCloud, in batches of at most 200.",
+            num_qubits=72,
+            exact=False,
+            supports_shots=True,
+            max_shots=min(max_shots, 100_000),
+            engines=("pyqpanda3-qcloud",),
+            native_gates=("rx", "ry", "rz", "h", "x", "cz", "cx"),
+            options=("precision", "shots", "seed"),
+            gradients=("parameter-shift", "auto"),
+            unavailable=None if settings.origin_api_key else "no credentials: set QFLEET_ORIGIN_API_KEY",
+        ),
+        "ibm": Backend(
+            name="ibm",
+            description="IBM Quantum QPU through qiskit-ibm-runtime's EstimatorV2 in batch mode.",
+            num_qubits=156,
+            exact=False,
+            supports_shots=True,
+            max_shots=min(max_shots, 100_000),
+            engines=("qiskit-ibm-runtime",),
+            native_gates=("rz", "sx", "x", "cz", "ecr", "measure"),
+            options=("precision", "shots", "seed"),
+            gradients=("parameter-shift", "auto"),
+            unavailable=None if settings.ibm_token else "no credentials: set QFLEET_IBM_TOKEN",
+        ),
     }
+
+
+def served_backends(settings: Any) -> list[str]:
+    """The backends a worker serves by default: every one that is available."""
+    return [name for name, b in all_backends(settings).items() if not b.unavailable]

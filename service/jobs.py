@@ -23,7 +23,7 @@ from qfleet.wire import (
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from .backends import Backend, simulator_backends
+from .backends import Backend, all_backends
 from .errors import InvalidRequest, NotFound, RateLimited
 from .planner import assemble, plan_job
 from .pubs import CircuitCache, parse_pub
@@ -38,7 +38,7 @@ class JobService:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.backends: dict[str, Backend] = simulator_backends(settings.max_qubits, settings.max_shots)
+        self.backends: dict[str, Backend] = all_backends(settings)
         self.circuits = CircuitCache()
         self._queues: dict[str, Queue] = {}
 

@@ -16,7 +16,7 @@ class TenantLimits(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="QFLEET_TENANT_", extra="ignore")
 
-    max_qubits: int = 28
+    max_qubits: int = Field(default=1024, description="Below every backend's own width unless lowered.")
     max_shots: int = 1_000_000
     max_circuits: int = 1_000_000
     max_body_bytes: int = 64 * 1024 * 1024
@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         default=5.0, description="A running task whose worker stops renewing for this long is re-queued."
     )
     result_ttl_s: int = 24 * 3600
+
+    # real-QPU adapters: each is listed as unavailable until its credentials are set
+    origin_api_key: str | None = Field(default=None, description="Origin QCloud API key (pyqpanda3).")
+    origin_chip: str = "origin_wukong"
+    ibm_token: str | None = Field(default=None, description="IBM Quantum API token (qiskit-ibm-runtime).")
+    ibm_instance: str | None = None
+    ibm_backend: str | None = Field(default=None, description="IBM backend name; default the least busy.")
 
     # device models
     device_concurrency: int = Field(default=1, description="Batches a device (model) runs at once, across all workers.")

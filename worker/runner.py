@@ -68,6 +68,7 @@ class Runner:
         )
         self.engines: dict[str, Engine] = {"aer": AerEngine(settings.worker_threads), "lightning": self.lightning}
         self._current: tuple[str, int] | None = None  # the task this process is running
+        self._adapters: dict[str, Engine] = {}
         self._specs = _LRU(64)
         self._pubs = _LRU(256)  # (job, pub) -> (program, values, pairs)
         self._programs = _LRU(128)  # content hash -> Program
@@ -116,15 +117,33 @@ class Runner:
         # cannot compile (multi-parameter angles), and every shot-based estimate.
         return ["aer"] if shots else ["lightning", "aer"]
 
+    def qpu_engine(self, backend: str) -> Engine:
+        if backend == "wukong72":
+            return self.device
+        if backend not in self._adapters:  # built on first use: they may open network sessions
+            if backend == "origin":
+                from .engines.origin import OriginEngine
+
+                self._adapters[backend] = OriginEngine(self.settings.origin_api_key, self.settings.origin_chip)
+            else:
+                from .engines.ibm import IBMEngine
+
+                assert self.settings.ibm_token, "the ibm backend needs QFLEET_IBM_TOKEN"
+                self._adapters[backend] = IBMEngine.from_token(
+                    self.settings.ibm_token, self.settings.ibm_instance, self.settings.ibm_backend
+                )
+        return self._adapters[backend]
+
     def compute(
         self, program: Program, block: Block, gradient: str | None, used: list[str], backend: str = "aer"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """evs, stds (and the gradient) of a block on the first engine that can run it."""
-        if backend == "wukong72":
-            used.append(self.device.name)
+        if backend in ("wukong72", "origin", "ibm"):
+            engine = self.qpu_engine(backend)
+            used.append(engine.name)
             if gradient:
-                return parameter_shift(self.device, program, block)
-            evs, stds = self.device.estimate(program, block)
+                return parameter_shift(engine, program, block)
+            evs, stds = engine.estimate(program, block)
             return evs, stds, None
         if gradient == "adjoint":
             try:

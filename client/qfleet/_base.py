@@ -93,11 +93,21 @@ class BaseClient:
         seed: int | None,
         gradient: str | None,
         priority: str = "normal",
+        noise: bool | None = None,
     ) -> dict[str, Any]:
         request = JobRequest(
             backend=backend,
             pubs=[encode_pub(p) for p in pubs],
-            options=JobOptions(precision=precision, shots=shots, seed=seed, gradient=gradient, priority=priority),  # type: ignore[arg-type]
+            options=JobOptions.model_validate(
+                {
+                    "precision": precision,
+                    "shots": shots,
+                    "seed": seed,
+                    "gradient": gradient,
+                    "priority": priority,
+                    "noise": noise,
+                }
+            ),
         )
         return request.model_dump(mode="json", exclude_none=True)
 

@@ -188,12 +188,13 @@ class Client(BaseClient):
         seed: int | None = None,
         gradient: str | None = None,
         priority: str = "normal",
+        noise: bool | None = None,
     ) -> Job:
         """Submit PUBs ``(circuit, observables[, parameter_values[, precision]])``; returns a :class:`Job`.
 
         Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
         """
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority)
+        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
         info = JobInfo.model_validate(
             self._request("POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
         )
@@ -307,8 +308,9 @@ class AsyncClient(BaseClient):
         seed: int | None = None,
         gradient: str | None = None,
         priority: str = "normal",
+        noise: bool | None = None,
     ) -> AsyncJob:
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority)
+        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
         info = JobInfo.model_validate(
             await self._request(
                 "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
