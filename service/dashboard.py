@@ -298,13 +298,66 @@ def tenants(request: Request) -> HTMLResponse:
     return page(request, "tenants.html", tenants=rows)
 
 
+def _color(value: float, low: float, high: float) -> str:
+    """Green (good) to red (bad) for an error rate between low and high."""
+    x = min(1.0, max(0.0, (value - low) / ((high - low) or 1.0)))
+    return f"rgb({int(60 + 190 * x)},{int(170 - 110 * x)},{int(80 - 30 * x)})"
+
+
+def device_svg(calibration: dict[str, Any]) -> str:
+    """The chip as a picture: qubits coloured by readout error, couplers by CZ error; disabled couplers dashed."""
+    from .devices.wukong72 import COLS, ROWS
+
+    step, pad = 46, 24
+
+    def xy(q: int) -> tuple[int, int]:
+        return pad + (q % COLS) * step, pad + (q // COLS) * step
+
+    parts = [
+        f'<svg id="chip" width="{2 * pad + (COLS - 1) * step}" height="{2 * pad + (ROWS - 1) * step}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    cz = [c["cz_error"] for c in calibration["couplers"]]
+    for c in calibration["couplers"]:
+        (x1, y1), (x2, y2) = xy(c["pair"][0]), xy(c["pair"][1])
+        if c["enabled"]:
+            style = f'stroke="{_color(c["cz_error"], min(cz), max(cz))}" stroke-width="5"'
+            label = f"CZ {c['pair'][0]}-{c['pair'][1]}: error {c['cz_error']:.4f}"
+        else:
+            style = 'stroke="#9aa1b1" stroke-width="2" stroke-dasharray="4 3"'
+            label = f"coupler {c['pair'][0]}-{c['pair'][1]}: disabled"
+        parts.append(
+            f'<line class="coupler" x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" {style}><title>{label}</title></line>'
+        )
+    ro = [q["readout_error"] for q in calibration["qubits"]]
+    for q in calibration["qubits"]:
+        x, y = xy(q["qubit"])
+        label = (
+            f"Q{q['qubit']}: T1 {q['t1_us']} µs, T2 {q['t2_us']} µs, readout error {q['readout_error']:.4f}, "
+            f"SX error {q['sx_error']:.4f}, {q['frequency_ghz']} GHz"
+        )
+        parts.append(
+            f'<circle class="qubit" cx="{x}" cy="{y}" r="12" fill="{_color(q["readout_error"], min(ro), max(ro))}" stroke="#1d2330">'
+            f'<title>{label}</title></circle><text x="{x}" y="{y + 4}" font-size="10" text-anchor="middle" fill="#fff">{q["qubit"]}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 @router.get("/backends", response_class=HTMLResponse)
 def backends(request: Request) -> HTMLResponse:
     admin_of(request)
     jobs = jobs_of(request)
     paused = jobs.store.paused()
+    from .devices.wukong72 import load_calibration
+
     rows = [
-        {"b": b, "paused": b.name in paused, "depth": jobs.queue_depth(b.name), "workers": jobs.workers_on(b.name)}
+        {
+            "b": b,
+            "paused": b.name in paused,
+            "depth": jobs.queue_depth(b.name),
+            "workers": jobs.workers_on(b.name),
+            "svg": device_svg(load_calibration()) if b.name == "wukong72" else "",
+        }
         for b in jobs.backends.values()
     ]
     return page(request, "backends.html", backends=rows, audit=jobs.store.audit_log(20))

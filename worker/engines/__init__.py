@@ -45,3 +45,27 @@ class Engine(Protocol):
 
 class EngineUnsupported(Exception):
     """This engine cannot run this circuit; the runner tries the next engine."""
+
+
+def block_pub(
+    circuit: QuantumCircuit, observables: list[SparsePauliOp], block: Block, values: np.ndarray | None = None
+) -> tuple[tuple[QuantumCircuit, Any, np.ndarray | None], tuple[int, ...]]:
+    """The Qiskit EstimatorV2 PUB for a block, and the shape its evs must come back in:
+    observables (K, 1) against rows for a product block, observable j with row j for a zip block."""
+    from qiskit.primitives.containers import ObservablesArray
+
+    rows = len(block.values)
+    values = block.values if values is None else values
+    if block.obs_index is None:
+        array = ObservablesArray([[o] for o in observables])
+        shape: tuple[int, ...] = (len(observables), rows)
+    else:
+        array = ObservablesArray([observables[k] for k in block.obs_index])
+        shape = (rows,)
+    return (circuit, array, values if circuit.num_parameters else None), shape
+
+
+def as_block_result(data: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """evs and stds of a PUB result in the block's shape (a parameter-free circuit runs once, tiled)."""
+    evs = np.broadcast_to(np.asarray(data.evs, dtype=float), shape).copy()
+    return evs, np.broadcast_to(np.asarray(data.stds, dtype=float), shape).copy()

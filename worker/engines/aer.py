@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.primitives import BackendEstimatorV2
-from qiskit.primitives.containers import ObservablesArray
 from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import EstimatorV2
 
-from . import Block, Program
+from . import Block, Program, as_block_result, block_pub
 
 
 class AerEngine:
@@ -41,17 +40,7 @@ class AerEngine:
 
     def estimate(self, program: Program, block: Block) -> tuple[np.ndarray, np.ndarray]:
         circuit = self._circuit(program)
-        values = block.values
-        rows = len(values)
-        if circuit.num_parameters == 0:
-            values = np.zeros((0,))  # one execution, tiled below
-        if block.obs_index is None:
-            observables = ObservablesArray([[o] for o in program.observables])
-            pub_values = values if circuit.num_parameters else None
-        else:
-            observables = ObservablesArray([program.observables[k] for k in block.obs_index])
-            pub_values = values if circuit.num_parameters else None
-        pub = (circuit, observables, pub_values)
+        pub, shape = block_pub(circuit, program.observables, block)
         if block.shots:
             estimator = BackendEstimatorV2(
                 backend=self._simulator, options={"default_precision": 1.0 / np.sqrt(block.shots)}
@@ -61,6 +50,4 @@ class AerEngine:
             data = estimator.run([pub]).result()[0].data
         else:
             data = self._exact.run([pub]).result()[0].data
-        evs, stds = np.asarray(data.evs, dtype=float), np.asarray(data.stds, dtype=float)
-        shape: tuple[int, ...] = (len(program.observables), rows) if block.obs_index is None else (rows,)
-        return np.broadcast_to(evs, shape).copy(), np.broadcast_to(stds, shape).copy()
+        return as_block_result(data, shape)

@@ -13,13 +13,13 @@ time (a Redis semaphore across workers), for an optional simulated time per shot
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.primitives import BackendEstimatorV2
-from qiskit.primitives.containers import ObservablesArray
 from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_aer import AerSimulator
@@ -27,7 +27,7 @@ from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, therm
 
 from service.devices.wukong72 import Wukong72Backend
 
-from . import Block, EngineUnsupported, Program
+from . import Block, Program, as_block_result, block_pub
 
 DEFAULT_SHOTS = 4096
 
@@ -149,17 +149,10 @@ class DeviceEngine:
         estimator = BackendEstimatorV2(backend=simulator, options={"default_precision": 1 / np.sqrt(shots)})
         if block.seed is not None:
             estimator.options.seed_simulator = block.seed
-        values = block.values[:, compiled.columns] if compiled.columns else None
-        if block.obs_index is None:
-            observables = ObservablesArray([[o] for o in compiled.observables])
-            shape: tuple[int, ...] = (len(compiled.observables), len(block.values))
-        else:
-            observables = ObservablesArray([compiled.observables[k] for k in block.obs_index])
-            shape = (len(block.values),)
-        if compiled.circuit.num_parameters and values is None:
-            raise EngineUnsupported("parameters were optimized away")
-        with self.semaphore() if self.semaphore else _nothing():
-            data = estimator.run([(compiled.circuit, observables, values)]).result()[0].data
+        # the transpiled circuit's parameters, in its own order, from the original columns
+        pub, shape = block_pub(compiled.circuit, compiled.observables, block, block.values[:, compiled.columns])
+        with self.semaphore() if self.semaphore else nullcontext():
+            data = estimator.run([pub]).result()[0].data
             if self.shot_time_s:
                 time.sleep(self.shot_time_s * shots * len(block.values))
         self.last_metadata = {
@@ -172,14 +165,4 @@ class DeviceEngine:
             "physical_qubits": compiled.physical,
             "noise": noise,
         }
-        evs = np.broadcast_to(np.asarray(data.evs, dtype=float), shape).copy()
-        stds = np.broadcast_to(np.asarray(data.stds, dtype=float), shape).copy()
-        return evs, stds
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+        return as_block_result(data, shape)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from qiskit.transpiler import generate_preset_pass_manager
 
-from . import Block, Program
+from . import Block, Program, as_block_result, block_pub
 
 
 class IBMEngine:
@@ -41,18 +41,10 @@ class IBMEngine:
             isa = program.cache["ibm"] = (circuit, [o.apply_layout(circuit.layout) for o in program.observables])
         circuit, observables = isa
         shots = block.shots or 4096
-        values = block.values if circuit.num_parameters else None
-        if block.obs_index is None:
-            obs: Any = [[o] for o in observables]
-            shape: tuple[int, ...] = (len(observables), len(block.values))
-        else:
-            obs = [observables[k] for k in block.obs_index]
-            shape = (len(block.values),)
+        pub, shape = block_pub(circuit, observables, block)
         with Batch(backend=self.backend) as batch:
             estimator = EstimatorV2(mode=batch)
             if block.seed is not None and hasattr(estimator.options, "simulator"):
                 estimator.options.simulator.seed_simulator = block.seed
-            data = estimator.run([(circuit, obs, values)], precision=1 / np.sqrt(shots)).result()[0].data
-        return np.broadcast_to(np.asarray(data.evs, float), shape).copy(), np.broadcast_to(
-            np.asarray(data.stds, float), shape
-        ).copy()
+            data = estimator.run([pub], precision=1 / np.sqrt(shots)).result()[0].data
+        return as_block_result(data, shape)

@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.primitives import BackendEstimatorV2
-from qiskit.primitives.containers import ObservablesArray
 from qiskit.providers import BackendV2, JobStatus, JobV1, Options
 from qiskit.result import Result
 from qiskit.transpiler import Target
 
-from . import Block, Program
+from . import Block, Program, as_block_result, block_pub
 
 BASIS = ["h", "x", "y", "z", "s", "sdg", "t", "tdg", "rx", "ry", "rz", "cx", "cz", "swap", "u"]
 MAX_BATCH = 200
@@ -169,14 +168,6 @@ class OriginEngine:
         estimator = BackendEstimatorV2(
             backend=self._backend(circuit.num_qubits), options={"default_precision": 1 / np.sqrt(shots)}
         )
-        values = block.values if circuit.num_parameters else None
-        if block.obs_index is None:
-            observables = ObservablesArray([[o] for o in program.observables])
-            shape: tuple[int, ...] = (len(program.observables), len(block.values))
-        else:
-            observables = ObservablesArray([program.observables[k] for k in block.obs_index])
-            shape = (len(block.values),)
-        data = estimator.run([(circuit, observables, values)]).result()[0].data
-        return np.broadcast_to(np.asarray(data.evs, float), shape).copy(), np.broadcast_to(
-            np.asarray(data.stds, float), shape
-        ).copy()
+        pub, shape = block_pub(circuit, program.observables, block)
+        data = estimator.run([pub]).result()[0].data
+        return as_block_result(data, shape)
