@@ -25,6 +25,7 @@ class Backend:
     options: tuple[str, ...] = ("precision", "shots", "seed")
     gradients: tuple[str, ...] = ("parameter-shift", "adjoint", "auto")
     calibration: dict[str, Any] | None = None
+    task_scale: float = 1.0  # a QPU (model) runs one batch at a time: give it bigger tasks
     unavailable: str | None = None  # why it cannot run now (missing credentials, …)
 
 
@@ -73,6 +74,7 @@ def all_backends(settings: Any) -> dict[str, Backend]:
             options=("precision", "shots", "seed", "noise"),
             gradients=("parameter-shift", "auto"),
             calibration=summary(calibration),
+            task_scale=20.0,
         ),
         "origin": Backend(
             name="origin",
@@ -86,6 +88,7 @@ def all_backends(settings: Any) -> dict[str, Backend]:
             options=("precision", "shots", "seed"),
             gradients=("parameter-shift", "auto"),
             unavailable=None if settings.origin_api_key else "no credentials: set QFLEET_ORIGIN_API_KEY",
+            task_scale=20.0,
         ),
         "ibm": Backend(
             name="ibm",
@@ -99,6 +102,7 @@ def all_backends(settings: Any) -> dict[str, Backend]:
             options=("precision", "shots", "seed"),
             gradients=("parameter-shift", "auto"),
             unavailable=None if settings.ibm_token else "no credentials: set QFLEET_IBM_TOKEN",
+            task_scale=20.0,
         ),
     }
 

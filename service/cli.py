@@ -83,12 +83,11 @@ def worker(
     """Run one warm worker (needs QFLEET_REDIS_URL)."""
     from worker.main import run_worker
 
-    from .backends import served_backends
     from .logs import configure
 
     settings = Settings()
     configure(settings.log_json, "DEBUG" if verbose else settings.log_level)
-    run_worker(settings, backend or served_backends(settings), burst=burst, name=name)
+    run_worker(settings, backend or None, burst=burst, name=name)
 
 
 @cli.command()

@@ -18,8 +18,11 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
+from .backends import served_backends
 from .settings import Settings
 from .store import Store, connect
+
+SIMULATORS = ("aer", "lightning")
 
 
 def _die_with_parent() -> None:
@@ -89,6 +92,8 @@ class Stack:
     threads_per_worker: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
+    device_worker: bool = True
+    expected_workers: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_key: str = ""
 
@@ -131,6 +136,8 @@ class Stack:
         threads = self.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, self.workers))
         for i in range(self.workers):
             self.start_worker(i, threads)
+        if self.device_worker and self.start_device_worker() is not None:
+            self.expected_workers = self.workers + 1
         self._start_api()
         self.wait_ready(timeout)
         return self
@@ -170,10 +177,26 @@ class Stack:
         )
 
     def start_worker(self, i: int, threads: int) -> subprocess.Popen[bytes]:
+        """A simulator worker (aer, lightning) with its share of the cores."""
+        backends = [arg for b in SIMULATORS for arg in ("--backend", b)]
         return self._spawn(
             f"worker{i}",
-            [sys.executable, "-m", "service.cli", "worker", "--name", f"w{i}-{secrets.token_hex(3)}"],
+            [sys.executable, "-m", "service.cli", "worker", *backends, "--name", f"w{i}-{secrets.token_hex(3)}"],
             QFLEET_WORKER_THREADS=str(threads),
+        )
+
+    def start_device_worker(self) -> subprocess.Popen[bytes] | None:
+        """One worker for the QPU backends (the wukong72 model, and adapters with credentials): a QPU
+        runs one batch at a time, so one process with all the cores serves them."""
+        settings = Settings(redis_url=self.redis_url or "", dev_mode=True)
+        devices = [b for b in served_backends(settings) if b not in SIMULATORS]
+        if not devices:
+            return None
+        backends = [arg for b in devices for arg in ("--backend", b)]
+        return self._spawn(
+            "device",
+            [sys.executable, "-m", "service.cli", "worker", *backends, "--name", f"dev-{secrets.token_hex(3)}"],
+            QFLEET_WORKER_THREADS=str(os.cpu_count() or 1),
         )
 
     def wait_ready(self, timeout: float) -> None:
@@ -184,7 +207,7 @@ class Stack:
                     raise StackError(f"{name} exited with {proc.returncode}; see {self.log_dir}/{name}.log")
             try:
                 health = httpx.get(f"{self.url}/healthz", timeout=2).json()
-                if health.get("workers", 0) >= self.workers:
+                if health.get("workers", 0) >= max(self.workers, self.expected_workers):
                     return
             except (httpx.HTTPError, ValueError):
                 pass

@@ -8,7 +8,9 @@ import threading
 import time
 
 
-def run_worker(settings: object, backends: list[str], burst: bool = False, name: str | None = None) -> None:
+def run_worker(
+    settings: object, backends: list[str] | None = None, burst: bool = False, name: str | None = None
+) -> None:
     """Start a non-forking RQ worker on the backends' queues (blocks until stopped).
 
     Engine thread counts are fixed before the engines are imported, so each worker uses
@@ -22,14 +24,17 @@ def run_worker(settings: object, backends: list[str], burst: bool = False, name:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(settings.worker_threads)
 
+    # numpy's BLAS and Lightning's OpenMP size their thread pools when first imported: only now
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
 
+    from service.backends import served_backends
     from service.store import LANES, Store, connect
 
     from . import runner as runner_module
 
     log = logging.getLogger("qfleet.worker")
+    backends = backends or served_backends(settings)
     redis = connect(settings)
     store = Store(redis, settings.key_prefix, settings.result_ttl_s)
     runner = runner_module.Runner(settings, store)
@@ -42,7 +47,11 @@ def run_worker(settings: object, backends: list[str], burst: bool = False, name:
         for b in backends
     ]
     while True:
-        worker = SimpleWorker(queues, connection=redis, serializer=JSONSerializer, name=name)
+        # Short maintenance and TTL so RQ's own recovery (tasks stuck between dequeue and start, when
+        # a worker dies in that window, which our leases cannot see) runs within a minute or two.
+        worker = SimpleWorker(
+            queues, connection=redis, serializer=JSONSerializer, name=name, maintenance_interval=15, worker_ttl=45
+        )
         log.info("worker %s ready on %s", worker.name, ", ".join(q.name for q in queues))
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
         if burst or worker._stop_requested or worker._shutdown_requested_date is not None:  # asked to stop

@@ -27,7 +27,7 @@ N = 16  # wide enough that a task runs for a good fraction of a second on one co
 
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    env = {"QFLEET_LEASE_S": "1.5", "QFLEET_TASK_RETRIES": "3", "QFLEET_TASK_TARGET_S": "0.3"}
+    env = {"QFLEET_LEASE_S": "1.5", "QFLEET_TASK_RETRIES": "3", "QFLEET_TASK_TARGET_S": "0.1"}
     with Stack(
         port=free_port(), workers=2, threads_per_worker=1, env=env, log_dir=tmp_path_factory.mktemp("faults")
     ) as stack:
@@ -84,7 +84,7 @@ def busy_worker(stack: Stack) -> tuple[str, int] | None:
 def test_workers_killed_mid_task_lose_nothing(fault_stack: Stack, fclient: Client) -> None:
     rng = np.random.default_rng()
     circuit, obs = training_ansatz(N), z_observables(N)
-    values = rng.uniform(0, 2 * np.pi, (600, circuit.num_parameters))
+    values = rng.uniform(0, 2 * np.pi, (3000, circuit.num_parameters))  # ~60 tasks: kills spread over many
     bystander_values = rng.uniform(0, 2 * np.pi, (40, circuit.num_parameters))
     job = fclient.estimate([(circuit, obs, values)])
     bystander = fclient.estimate([(circuit, obs, bystander_values)])
@@ -107,7 +107,7 @@ def test_workers_killed_mid_task_lose_nothing(fault_stack: Stack, fclient: Clien
         time.sleep(0.8)
     assert kills == 5, "the job finished before five workers could be killed mid-task"
     result = job.result(timeout=300)[0]
-    assert result.evs.shape == (N, 600)
+    assert result.evs.shape == (N, 3000)
     check_rows_against_aer(result.evs, values)
     check_rows_against_aer(bystander.result(timeout=120)[0].evs, bystander_values)
     attempts = store_of(fault_stack).attempts(job.id)
