@@ -96,7 +96,13 @@ class JobService:
                 f"backend '{backend.name}' is unavailable: {backend.unavailable}", code="backend_unavailable"
             )
         pubs = [parse_pub(i, p, request, allowed, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
-        plan = plan_job(pubs, self.settings.task_target_s * backend.task_scale, request.options.gradient)
+        device = backend.task_scale > 1
+        plan = plan_job(
+            pubs,
+            self.settings.task_target_s * backend.task_scale,
+            request.options.gradient,
+            qubit_cap=12 if device else 30,
+        )
         max_circuits = min(self.settings.max_circuits, limits.max_circuits)
         if plan.circuits > max_circuits:
             raise InvalidRequest(

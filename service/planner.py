@@ -50,10 +50,10 @@ def gradient_factor(method: str | None, num_parameters: int) -> float:
     return 3.0 + 0.1 * num_parameters  # adjoint: a few passes, and a P-wide reduction
 
 
-def row_seconds(pub: ParsedPub, mode: str) -> float:
+def row_seconds(pub: ParsedPub, mode: str, qubit_cap: int = COST_QUBIT_CAP) -> float:
     terms = sum(len(o) for o in pub.observables)
     per_row_terms = terms if mode == "product" else terms / max(1, len(pub.observables))
-    amps = 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP)
+    amps = 2.0 ** min(pub.num_qubits, qubit_cap)
     seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (pub.circuit.size() + per_row_terms)
     if pub.shots:
         seconds = seconds * _AER_FACTOR + _SHOT_S * pub.shots * max(1.0, per_row_terms)
@@ -65,7 +65,11 @@ def choose_mode(pub: ParsedPub) -> str:
     return "product" if len(pub.observables) * len(pub.values) <= 2 * size else "zip"
 
 
-def plan_job(pubs: list[ParsedPub], task_target_s: float, gradient: str | None = None) -> Plan:
+def plan_job(
+    pubs: list[ParsedPub], task_target_s: float, gradient: str | None = None, qubit_cap: int = COST_QUBIT_CAP
+) -> Plan:
+    """Shard PUBs into tasks. ``qubit_cap`` bounds the 2^n in the cost model: device models
+    simulate wide circuits as matrix-product states, whose cost does not grow as 2^n."""
     pub_specs: list[dict[str, Any]] = []
     data: dict[str, bytes] = {}
     tasks: list[list[list[int]]] = []
@@ -105,7 +109,7 @@ def plan_job(pubs: list[ParsedPub], task_target_s: float, gradient: str | None =
         )
         circuits += rows
         cost_units += rows * 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP) * max(1, pub.circuit.depth())
-        row_s = row_seconds(pub, mode)
+        row_s = row_seconds(pub, mode, qubit_cap)
         chunks = max(1, math.ceil(rows * row_s / task_target_s))
         chunk = math.ceil(rows / chunks)
         for start in range(0, rows, chunk):
