@@ -39,7 +39,7 @@ def get_tenant(request: Request, jobs: JobsDep) -> Tenant:
     if record is None:
         raise Unauthenticated("unknown or revoked API key", code="invalid_api_key")
     length = request.headers.get("content-length")
-    if length and length.isdigit():
+    if request.method in ("POST", "PUT", "PATCH") and length and length.isdigit():
         limit = jobs.limits(record.tenant).max_body_bytes
         if int(length) > limit:
             raise PayloadTooLarge(

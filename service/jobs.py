@@ -41,6 +41,7 @@ class JobService:
         self.backends: dict[str, Backend] = all_backends(settings)
         self.circuits = CircuitCache()
         self._queues: dict[str, Queue] = {}
+        self._limits: dict[str, tuple[float, TenantLimits]] = {}
 
     def queue(self, name: str) -> Queue:
         """An RQ queue by its full name (see Keys.queue)."""
@@ -59,7 +60,16 @@ class JobService:
         return backend
 
     def limits(self, tenant: str) -> TenantLimits:
-        return TenantLimits.model_validate({**self.settings.tenant.model_dump(), **self.store.tenant_limits(tenant)})
+        """A tenant's limits, read at most once a second per API process (an admin's change applies within 1 s)."""
+        cached = self._limits.get(tenant)
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        limits = TenantLimits.model_validate({**self.settings.tenant.model_dump(), **self.store.tenant_limits(tenant)})
+        self._limits[tenant] = (time.monotonic(), limits)
+        return limits
+
+    def forget_limits(self, tenant: str) -> None:
+        self._limits.pop(tenant, None)
 
     def check_rate(self, tenant: str, limits: TenantLimits) -> None:
         wait = self.store.rate_wait(tenant, limits.jobs_per_second, limits.burst)

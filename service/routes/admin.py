@@ -67,4 +67,5 @@ def get_limits(tenant: str, jobs: JobsDep, admin: AdminDep) -> TenantLimits:
 @router.put("/tenants/{tenant}/limits", response_model=TenantLimits, responses=ERRORS, summary="Set a tenant's limits")
 def set_limits(tenant: str, body: TenantLimits, jobs: JobsDep, admin: AdminDep) -> TenantLimits:
     jobs.store.set_tenant_limits(tenant, body.model_dump())
+    jobs.forget_limits(tenant)
     return jobs.limits(tenant)
