@@ -5,7 +5,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY worker ./worker
 COPY examples ./examples
-RUN pip install --no-cache-dir ./client . && useradd -r qfleet
+RUN pip install --no-cache-dir ./client ".[qpu]" && useradd -r qfleet
 USER qfleet
 ENV QFLEET_REDIS_URL=redis://redis:6379/0
 CMD ["qfleet", "api", "--host", "0.0.0.0", "--port", "8000"]
