@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY worker ./worker
 COPY examples ./examples
+COPY bench ./bench
 RUN pip install --no-cache-dir ./client ".[qpu]" && useradd -r qfleet
 USER qfleet
 ENV QFLEET_REDIS_URL=redis://redis:6379/0
