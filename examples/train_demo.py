@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from qfleet import Client
 from qfleet.torch import QuantumLayer
-from qiskit.circuit import ParameterVector, QuantumCircuit
+
+from bench.workloads import encoder_ansatz
 
 N_QUBITS = 4
 LAYERS = 2
@@ -39,27 +40,10 @@ def make_data(extractor: torch.nn.Module, count: int, seed: int) -> tuple[torch.
     return x, y
 
 
-def head_circuit() -> tuple[QuantumCircuit, list, list]:  # type: ignore[type-arg]
-    x = ParameterVector("x", N_QUBITS)
-    w = ParameterVector("w", 2 * N_QUBITS * LAYERS)
-    qc = QuantumCircuit(N_QUBITS)
-    for q in range(N_QUBITS):
-        qc.ry(np.pi * x[q], q)
-    k = 0
-    for _ in range(LAYERS):
-        for q in range(N_QUBITS):
-            qc.ry(w[k], q)
-            qc.rz(w[k + 1], q)
-            k += 2
-        for q in range(N_QUBITS - 1):
-            qc.cx(q, q + 1)
-    return qc, list(x), list(w)
-
-
 class QuantumHead(torch.nn.Module):
     def __init__(self, client: Client) -> None:
         super().__init__()
-        qc, x, w = head_circuit()
+        qc, x, w = encoder_ansatz(N_QUBITS, LAYERS, input_scale=np.pi)
         observables = ["I" * (N_QUBITS - 1 - i) + "Z" + "I" * i for i in range(N_QUBITS)]
         self.quantum = QuantumLayer(qc, observables, x, w, client=client, initial_weights=np.full(len(w), 0.1))
         self.readout = torch.nn.Linear(N_QUBITS, 1, dtype=torch.float64)

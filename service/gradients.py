@@ -18,7 +18,6 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter, ParameterExpression, ParameterVector
 
 SHIFT_RULE_GATES = frozenset({"rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz", "rzx", "u", "u3"})
-METHODS = ("parameter-shift", "adjoint", "auto")
 
 Angle = tuple[int, float, float]  # column in circuit.parameters (-1: constant), scale, offset
 

@@ -32,6 +32,17 @@ from .settings import Settings, TenantLimits
 from .store import LANES, Store
 
 log = logging.getLogger("qfleet.api")
+RECORD_FIELDS = (
+    "tenant",
+    "status",
+    "backend",
+    "tasks_total",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "queue",
+)
 
 
 class JobService:
@@ -184,9 +195,11 @@ class JobService:
         return count
 
     def _record(self, job_id: str, tenant: str) -> dict[str, str]:
-        record = self.store.job(job_id)
+        """The job's status fields, not its spec: long-polls and SSE read this at every task event."""
+        values = self.store.job_fields(job_id, list(RECORD_FIELDS))
+        record = {k: v for k, v in zip(RECORD_FIELDS, values) if v is not None}
         # Another tenant's job answers exactly as an unknown one.
-        if record is None or record.get("tenant") != tenant:
+        if record.get("tenant") != tenant:
             raise NotFound(f"no job '{job_id}'", code="job_not_found")
         return record
 
@@ -211,7 +224,8 @@ class JobService:
         return record["status"], record
 
     def result(self, job_id: str, record: dict[str, str]) -> JobResult:
-        spec: dict[str, Any] = json.loads(record["spec"])
+        spec = self.store.spec(job_id)
+        assert spec is not None, "a done job has its spec"
         arrays = assemble(spec, self.store.results(job_id))
         engine_meta: dict[int, dict[str, Any]] = {}
         for _, per_pub in sorted(self.store.task_meta(job_id).items()):

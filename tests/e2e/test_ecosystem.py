@@ -9,7 +9,7 @@ from qfleet.qiskit import Estimator
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer.primitives import EstimatorV2
 
-from tests.e2e.test_torch import encoder_ansatz
+from bench.workloads import encoder_ansatz
 
 pytestmark = pytest.mark.e2e
 

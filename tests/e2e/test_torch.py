@@ -8,26 +8,10 @@ import pytest
 import torch
 from qfleet import Client
 from qfleet.torch import QuantumLayer
-from qiskit.circuit import ParameterVector, QuantumCircuit
+
+from bench.workloads import encoder_ansatz
 
 pytestmark = pytest.mark.e2e
-
-
-def encoder_ansatz(n: int, layers: int = 1) -> tuple[QuantumCircuit, list, list]:  # type: ignore[type-arg]
-    x = ParameterVector("x", n)
-    w = ParameterVector("w", 2 * n * layers)
-    qc = QuantumCircuit(n)
-    for q in range(n):
-        qc.ry(x[q], q)
-    k = 0
-    for _ in range(layers):
-        for q in range(n):
-            qc.ry(w[k], q)
-            qc.rz(w[k + 1], q)
-            k += 2
-        for q in range(n - 1):
-            qc.cx(q, q + 1)
-    return qc, list(x), list(w)
 
 
 def test_gradcheck_through_the_service(client: Client) -> None:

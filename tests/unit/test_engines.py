@@ -85,3 +85,10 @@ def test_circuits_without_parameters() -> None:
     for engine in (AerEngine(1), LightningEngine(1)):
         evs, _ = engine.estimate(program, Block(values=np.zeros((1, 0))))
         np.testing.assert_allclose(evs, reference, atol=1e-8)
+
+
+def test_wide_diagonal_observables_do_not_build_a_huge_sign_matrix() -> None:
+    from worker.engines.lightning import _z_signs
+
+    assert _z_signs(25, [SparsePauliOp("Z" * 25)]) is None  # 2^25 entries: read from the state instead
+    assert _z_signs(3, [SparsePauliOp("ZII")]).shape == (8, 1)  # type: ignore[union-attr]

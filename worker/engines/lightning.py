@@ -104,8 +104,15 @@ def compile_circuit(program: Program) -> list[_Op]:
     return ops
 
 
+# Largest sign matrix kept (entries): 2^24 float64 = 128 MiB. Wider circuits, or many
+# observables, use qiskit's O(2^n)-memory Pauli expectation instead.
+_MAX_SIGN_ENTRIES = 1 << 24
+
+
 def _z_signs(n: int, observables: list[SparsePauliOp]) -> np.ndarray | None:
     """(2^n, K) matrix whose column k gives <O_k> = probs @ column, if every term is I/Z."""
+    if 2**n * len(observables) > _MAX_SIGN_ENTRIES:
+        return None
     labels = [(label, coeff) for o in observables for label, coeff in o.to_list()]
     if any(set(label) - {"I", "Z"} for label, _ in labels):
         return None
