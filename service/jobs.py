@@ -71,7 +71,7 @@ class JobService:
         admission.check_rate(tenant, limits)
         backend = admission.check_request(request, limits)
         pubs = [
-            parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers)
+            parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers, tenant)
             for i, p in enumerate(request.pubs)
         ]
         options = request.options
