@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from qfleet.wire import TERMINAL_STATUSES, ErrorBody, JobInfo, JobRequest, JobResult
+from qfleet.wire import TERMINAL_STATUSES, ErrorBody, JobInfo, JobRequest, JobResultBody
 
 from ..deps import JobsDep, TenantDep
 from ..errors import Conflict
@@ -49,7 +49,7 @@ def get_job(job_id: str, jobs: JobsDep, tenant: TenantDep) -> JobInfo:
 
 @router.get(
     "/{job_id}/result",
-    response_model=JobResult,
+    response_model=JobResultBody,
     responses={
         **ERRORS,
         202: {"model": JobInfo, "description": "Not finished within `wait`: the job's status; ask again."},
