@@ -7,11 +7,11 @@ import base64
 import io
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn, get_args
+from typing import Any, NoReturn, TypeVar, get_args
 
 import httpx
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidRequestError, QfleetError, RateLimitedError, ServerError, TransportError, error_from_response
 from .wire import Circuit, GradientMethod, JobOptions, JobRequest, Priority, Pub, encode_array
@@ -27,6 +27,23 @@ FIRST_CONTACT_RETRY_S = 1.0
 RATE_LIMIT_RETRIES = 8
 # Options whose values come from a closed set: checked here so the error names the choices.
 CHOICES: dict[str, tuple[str, ...]] = {"gradient": get_args(GradientMethod), "priority": get_args(Priority)}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], body: Any) -> M:
+    """An answer of the service as its model; a body that does not fit is a QfleetError, not pydantic's."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise QfleetError(
+            f"the service answered with a {model.__name__} this client does not understand ({exc.error_count()} "
+            f"problems, first: {exc.errors()[0]['msg']})",
+            code="unexpected_answer",
+            hint="the service and this client speak different protocol versions: install the qfleet client "
+            "that matches the service",
+        ) from None
 
 
 def _invalid(message: str, code: str, hint: str | None = None, **details: Any) -> InvalidRequestError:
@@ -196,7 +213,7 @@ class BaseClient:
     def _give_up(self, exc: Exception) -> NoReturn:
         """Raise once retries are spent; httpx's own errors never escape (the message names them)."""
         if isinstance(exc, httpx.TransportError):
-            raise TransportError(self.url, exc, reached=self._reached) from None
+            raise TransportError(self.url, exc) from None
         raise exc
 
     @staticmethod

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ._base import parse
 from .errors import APIError, JobCancelledError, JobFailedError, JobTimeoutError, QfleetError
 from .results import JobResult
 from .wire import JobInfo, JobResultBody
@@ -86,15 +87,15 @@ class _BaseJob:
     def _interpret(self, body: Any) -> JobResultBody | JobInfo:
         """A long-poll's answer: the result (200), or the job's status (202) for another round."""
         if isinstance(body, dict) and "results" in body:
-            return JobResultBody.model_validate(body)
-        info = JobInfo.model_validate(body)
+            return parse(JobResultBody, body)
+        info = parse(JobInfo, body)
         self._raise_for_final(info)
         return info
 
     def _raise_from_conflict(self, exc: APIError) -> None:
         """The result endpoint answers 409 for a failed or cancelled job: raise the job's error."""
         if exc.code in ("job_failed", "job_cancelled") and "job" in exc.details:
-            self._raise_for_final(JobInfo.model_validate(exc.details["job"]))
+            self._raise_for_final(parse(JobInfo, exc.details["job"]))
 
     def _interrupt_line(self, url: str) -> str:
         if self.cancel_on_error and self._inside:
@@ -147,11 +148,11 @@ class Job(_BaseJob):
 
     def status(self) -> JobInfo:
         """Status and progress (tasks done out of tasks total)."""
-        return JobInfo.model_validate(self.client._job_status(self.id))
+        return parse(JobInfo, self.client._job_status(self.id))
 
     def cancel(self) -> JobInfo:
         """Cancel the job (a final job stays as it is); returns its status."""
-        return JobInfo.model_validate(self.client._job_cancel(self.id))
+        return parse(JobInfo, self.client._job_cancel(self.id))
 
     def _follow(
         self, deadline: float | None, timeout: float | None, watching: bool
@@ -230,10 +231,10 @@ class AsyncJob(_BaseJob):
                 pass
 
     async def status(self) -> JobInfo:
-        return JobInfo.model_validate(await self.client._job_status(self.id))
+        return parse(JobInfo, await self.client._job_status(self.id))
 
     async def cancel(self) -> JobInfo:
-        return JobInfo.model_validate(await self.client._job_cancel(self.id))
+        return parse(JobInfo, await self.client._job_cancel(self.id))
 
     async def _follow(
         self, deadline: float | None, timeout: float | None, watching: bool

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient
+from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient, parse
 from ._jobs import AsyncJob, Job
 from .wire import BackendInfo, JobInfo
 
@@ -100,8 +100,11 @@ class Client(BaseClient):
         cancels the job if the block raises.
         """
         body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
-        info = JobInfo.model_validate(
-            self._request("POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        info = parse(
+            JobInfo,
+            self._request(
+                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+            ),
         )
         return Job(self, info.id, cancel_on_error)
 
@@ -110,10 +113,10 @@ class Client(BaseClient):
         return Job(self, job_id, cancel_on_error)
 
     def backends(self) -> list[BackendInfo]:
-        return [BackendInfo.model_validate(b) for b in self._request("GET", "/v1/backends")]
+        return [parse(BackendInfo, b) for b in self._request("GET", "/v1/backends")]
 
     def backend(self, name: str) -> BackendInfo:
-        return BackendInfo.model_validate(self._request("GET", f"/v1/backends/{name}"))
+        return parse(BackendInfo, self._request("GET", f"/v1/backends/{name}"))
 
 
 class AsyncClient(BaseClient):
@@ -181,10 +184,11 @@ class AsyncClient(BaseClient):
     ) -> AsyncJob:
         """Submit PUBs; returns an :class:`AsyncJob`. See :meth:`Client.estimate`."""
         body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
-        info = JobInfo.model_validate(
+        info = parse(
+            JobInfo,
             await self._request(
                 "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-            )
+            ),
         )
         return AsyncJob(self, info.id, cancel_on_error)
 
@@ -192,7 +196,7 @@ class AsyncClient(BaseClient):
         return AsyncJob(self, job_id, cancel_on_error)
 
     async def backends(self) -> list[BackendInfo]:
-        return [BackendInfo.model_validate(b) for b in await self._request("GET", "/v1/backends")]
+        return [parse(BackendInfo, b) for b in await self._request("GET", "/v1/backends")]
 
     async def backend(self, name: str) -> BackendInfo:
-        return BackendInfo.model_validate(await self._request("GET", f"/v1/backends/{name}"))
+        return parse(BackendInfo, await self._request("GET", f"/v1/backends/{name}"))

@@ -43,13 +43,18 @@ class TransportError(QfleetError):
     """The service did not answer at ``url``: it is not running there, or the connection broke.
 
     Raised after the client's retries (``retry_s``) are spent; a service never reached is
-    given only a short second try, so a wrong URL fails within about a second.
+    given only about a second, so a wrong URL fails fast. ``code`` is ``service_unreachable``
+    (nothing listens there), ``service_timeout`` or ``connection_lost``.
     """
 
-    def __init__(self, url: str, cause: Exception, *, reached: bool) -> None:
+    def __init__(self, url: str, cause: Exception) -> None:
         kind = type(cause).__name__
-        code = "service_unreachable" if not reached else "connection_lost"
-        what = "is not reachable at" if not reached else "stopped answering at"
+        if kind in ("ConnectError", "ConnectTimeout"):
+            code, what = "service_unreachable", "is not reachable at"
+        elif "Timeout" in kind:
+            code, what = "service_timeout", "did not answer in time at"
+        else:
+            code, what = "connection_lost", "lost the connection at"
         super().__init__(
             f"the qfleet service {what} {url} ({kind}: {cause})",
             code=code,
