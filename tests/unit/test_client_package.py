@@ -6,11 +6,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import tomllib
 import zipfile
 from pathlib import Path
 
 import qfleet
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
