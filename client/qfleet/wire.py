@@ -143,20 +143,31 @@ class Pub(BaseModel):
         "parameters. " + ARRAY_ENCODING + " " + PARAMETER_ORDER + " " + BROADCASTING,
     )
     precision: float | None = Field(
-        default=None, ge=0, description="Target standard error of each expectation value; 0 is exact."
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Target standard error of each expectation value; 0 is exact.",
     )
 
 
 class JobOptions(BaseModel):
-    """Options for the whole job; a backend lists the ones it accepts in ``BackendInfo.options``."""
+    """Options for the whole job; a backend lists the ones it accepts in ``BackendInfo.options``.
+    An unknown key is refused (``option_not_supported``), not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     precision: float | None = Field(
         default=None,
         ge=0,
+        allow_inf_nan=False,
         description="Default precision for PUBs without one; 0 or absent is exact where the backend allows.",
     )
-    shots: int | None = Field(default=None, ge=1, description="Shots per circuit; implies shot-based estimates.")
-    seed: int | None = Field(default=None, ge=0, description="Seed for shot sampling, for reproducible runs.")
+    shots: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Shots per circuit; implies shot-based estimates."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="Seed for shot sampling, for reproducible runs."
+    )
     gradient: GradientMethod | None = Field(
         default=None,
         description="Also return d(evs)/d(parameter_values) in PubResultBody.gradient: 'adjoint' (exact "
