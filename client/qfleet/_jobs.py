@@ -8,6 +8,8 @@ job's progress. While someone watches (a progress bar, a stream) each poll is he
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -48,6 +50,14 @@ def _progress_bar(job_id: str, progress: bool | None) -> Iterator[Callable[[JobI
             bar.refresh()
 
         yield update
+
+
+def _cancelled_by_ctrl_c() -> bool:
+    """Under ``asyncio.run``, Ctrl-C reaches a coroutine as CancelledError: asyncio's runner
+    cancels the main task and counts the SIGINT (privately; if that changes, this says no)."""
+    handler = signal.getsignal(signal.SIGINT)
+    runner = getattr(getattr(handler, "func", None), "__self__", None)
+    return bool(getattr(runner, "_interrupt_count", 0))
 
 
 class _BaseJob:
@@ -112,6 +122,10 @@ class _BaseJob:
             yield
         except KeyboardInterrupt:
             print(self._interrupt_line(url), file=sys.stderr, flush=True)
+            raise
+        except asyncio.CancelledError:
+            if _cancelled_by_ctrl_c():
+                print(self._interrupt_line(url), file=sys.stderr, flush=True)
             raise
 
     def _should_cancel(self, exc_type: type[BaseException] | None) -> bool:

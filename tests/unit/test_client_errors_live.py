@@ -149,3 +149,25 @@ def test_ctrl_c_in_stream_inside_cancel_on_error_cancels(idle_api: Stack, client
     assert rc != 0 and "KeyboardInterrupt" in stderr
     assert f"qfleet: interrupted; cancelling job {job_id}" in stderr
     assert client.job(job_id).status().status == "cancelled"
+
+
+def test_ctrl_c_under_asyncio_run_names_the_job_too(idle_api: Stack, client: Client, tmp_path: Path) -> None:
+    job_id, stderr, rc = interrupted(
+        idle_api,
+        tmp_path,
+        """
+        import asyncio
+        from qfleet import AsyncClient
+
+        async def main():
+            async with AsyncClient(client.url, api_key=client.api_key) as aclient:
+                job = await aclient.estimate([({qasm!r}, "ZZ", [[0.1]])])
+                print(job.id, flush=True)
+                await job.result()
+
+        asyncio.run(main())
+        """.replace("{qasm!r}", repr(QASM)),
+    )
+    assert rc != 0 and "KeyboardInterrupt" in stderr
+    assert f"qfleet: interrupted; job {job_id} keeps running on the service" in stderr
+    client.job(job_id).cancel()
