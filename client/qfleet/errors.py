@@ -17,9 +17,8 @@ already says what to fix)::
     ├── JobCancelledError         the job was cancelled before it finished
     └── JobTimeoutError           result() gave up waiting, also a TimeoutError
 
-``KeyboardInterrupt`` is never wrapped: Ctrl-C in ``result()`` or ``stream()`` (sync, or async under
-``asyncio.run``) prints one
-line naming the job and how to cancel it, then propagates.
+``KeyboardInterrupt`` is never wrapped: Ctrl-C in ``result()`` or ``stream()`` (sync, or async
+under ``asyncio.run``) prints one line naming the job and how to cancel it, then propagates.
 """
 
 from __future__ import annotations
