@@ -70,7 +70,11 @@ def validate_options(**options: Any) -> JobOptions:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "options"
         raise _invalid(
-            f"{name}={options.get(name)!r}: {first['msg']}", "invalid_option", option=name, value=options.get(name)
+            f"{name}={options.get(name)!r}: {first['msg']}",
+            "invalid_option",
+            "help(qfleet.Client.estimate) says what each option does",
+            option=name,
+            value=options.get(name),
         ) from None
 
 

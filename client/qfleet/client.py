@@ -94,10 +94,20 @@ class Client(BaseClient):
     ) -> Job:
         """Submit PUBs ``(circuit, observables[, parameter_values[, precision]])``; returns a :class:`Job`.
 
-        Option values are checked before sending (:class:`~qfleet.InvalidRequestError` names
-        the allowed ones). Retried submissions carry one Idempotency-Key, so a retry never
-        makes a second job. With ``cancel_on_error=True``, ``with client.estimate(...) as job:``
-        cancels the job if the block raises.
+        Options (checked before sending: :class:`~qfleet.InvalidRequestError` names the allowed values):
+
+        - ``backend``: a name from :meth:`backends` (``"aer"``, ``"lightning"``, ``"wukong72"``, ...).
+        - ``precision``: target standard error for PUBs without their own; 0 or None is exact
+          where the backend allows.
+        - ``shots`` (>= 1) and ``seed`` (>= 0): shot-based estimates, reproducible with a seed.
+        - ``gradient``: ``"parameter-shift"``, ``"adjoint"`` (exact simulation) or ``"auto"``; the
+          result then has ``.gradient`` of shape ``evs.shape + (P,)``.
+        - ``priority``: ``"high"``, ``"normal"`` or ``"low"`` (the queue lane).
+        - ``noise``: device models only; False turns the noise model off.
+        - ``cancel_on_error``: ``with client.estimate(...) as job:`` cancels the job if the block
+          raises (Ctrl-C included).
+
+        Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
         """
         body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
         info = parse(
