@@ -154,6 +154,12 @@ class BaseClient:
             raise QfleetError(
                 "no service URL", code="missing_url", hint="pass url= or set QFLEET_URL (`qfleet up` prints it)"
             )
+        if not url.startswith(("http://", "https://")):
+            raise QfleetError(
+                f"the service URL {url!r} has no http:// or https:// scheme",
+                code="invalid_url",
+                hint=f"write it as http://{url.split('://')[-1]}",
+            )
         self.url = url.rstrip("/")
         self.api_key = api_key or os.environ.get("QFLEET_API_KEY")
         if not self.api_key:

@@ -185,6 +185,9 @@ def test_missing_configuration_says_what_to_set(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(QfleetError) as err:
         Client("http://q")
     assert err.value.code == "missing_api_key" and "QFLEET_API_KEY" in (err.value.hint or "")
+    with pytest.raises(QfleetError) as err:
+        Client("127.0.0.1:8000", api_key="qf_x")
+    assert err.value.code == "invalid_url" and err.value.hint == "write it as http://127.0.0.1:8000"
 
 
 @pytest.mark.parametrize(
