@@ -13,9 +13,9 @@ from qfleet.wire import (
     ErrorDetail,
     JobInfo,
     JobRequest,
-    JobResult,
+    JobResultBody,
     Progress,
-    PubResult,
+    PubResultBody,
     encode_array,
 )
 
@@ -158,7 +158,7 @@ class JobService:
         record = self._record(job_id, tenant)
         return record["status"], record
 
-    def result(self, job_id: str, record: dict[str, str]) -> JobResult:
+    def result(self, job_id: str, record: dict[str, str]) -> JobResultBody:
         spec = self.store.spec(job_id)
         assert spec is not None, "a done job has its spec"
         arrays = assemble(spec, self.store.results(job_id))
@@ -170,7 +170,7 @@ class JobService:
         for i, (pub, arr) in enumerate(zip(spec.pubs, arrays)):
             grad = arr["gradient"]
             results.append(
-                PubResult(
+                PubResultBody(
                     evs=encode_array(arr["evs"]),
                     stds=encode_array(arr["stds"]),
                     gradient=None if grad is None else encode_array(grad),
@@ -186,7 +186,7 @@ class JobService:
             )
         started = float(record.get("started_at") or record["created_at"])
         finished = float(record.get("finished_at") or time.time())
-        return JobResult(
+        return JobResultBody(
             id=job_id,
             status="done",
             results=results,

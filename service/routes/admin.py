@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from qfleet.wire import ErrorBody
 
 from ..deps import AdminDep, JobsDep
-from ..errors import NotFound
+from ..errors import NotFound, error_responses
 from ..settings import TenantLimits
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or unknown API key."},
-    403: {"model": ErrorBody, "description": "Not an admin key."},
-}
+ERRORS = error_responses(401, 403)
 
 
 class KeyRequest(BaseModel):
@@ -51,9 +46,7 @@ def list_keys(jobs: JobsDep, admin: AdminDep) -> list[KeyInfo]:
     return [KeyInfo(**rec.__dict__) for rec in sorted(jobs.store.api_keys().values(), key=lambda r: r.created_at)]
 
 
-@router.delete(
-    "/keys/{prefix}", status_code=204, responses={**ERRORS, 404: {"model": ErrorBody}}, summary="Revoke an API key"
-)
+@router.delete("/keys/{prefix}", status_code=204, responses=error_responses(401, 403, 404), summary="Revoke an API key")
 def revoke_key(prefix: str, jobs: JobsDep, admin: AdminDep) -> None:
     if not jobs.store.revoke_api_key(prefix):
         raise NotFound(f"no key with prefix '{prefix}'", code="key_not_found")
