@@ -150,4 +150,5 @@ def create_app(settings: Settings) -> FastAPI:
     dashboard.install(app)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    metrics.install(app)  # outermost: counts every answer, refusals included
     return app

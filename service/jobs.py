@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from qfleet.wire import (
     TERMINAL_STATUSES,
@@ -24,7 +24,7 @@ from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 from .backends import Backend, all_backends
-from .errors import InvalidRequest, NotFound, RateLimited
+from .errors import Conflict, InvalidRequest, NotFound, RateLimited
 from .planner import assemble, plan_job
 from .pubs import CircuitCache, parse_pub
 from .queueing import enqueue_tasks
@@ -185,6 +185,8 @@ class JobService:
                 continue
             attempt = self.store.bump_attempts(job_id, task)
             if attempt > self.settings.task_retries:
+                message = f"task {task} lost its worker {attempt} times; giving up"
+                self.store.record_failure(job_id, task, record["backend"], record["tenant"], "abandoned", message)
                 self.store.finish(
                     job_id, "failed", "task_abandoned", f"task {task} lost its worker {attempt} times; giving up"
                 )
@@ -295,3 +297,54 @@ class JobService:
 
     def worker_count(self) -> int:
         return int(Worker.count(connection=self.store.redis))
+
+    # -- what the backends route and the dashboard share (appended) ----------------
+    def backend_status(self, name: str, paused: set[str] | None = None) -> tuple[BackendStatus, str | None, int]:
+        """(status, reason, workers) of a backend, in the one vocabulary the API and the
+        dashboard both show: ``online``; ``paused``; ``unavailable`` with the reason (missing
+        credentials, or no worker serving it). The first cause found is the one given."""
+        backend = self.backends[name]
+        workers = self.workers_on(name)
+        if backend.unavailable:
+            return "unavailable", backend.unavailable, workers
+        if name in (self.store.paused() if paused is None else paused):
+            return "paused", "paused by an admin; queued tasks wait", workers
+        if not workers:
+            return "unavailable", "no workers: no worker serves this backend; tasks wait in its queue", workers
+        return "online", None, workers
+
+    def requeue_can_help(self, job_id: str) -> bool:
+        """Whether running a failed job's tasks again can succeed: only if what failed them was
+        transient (a lost worker, a timeout, a connection); bad input fails the same way again."""
+        record = self.store.job(job_id)
+        if record is None or record["status"] != "failed":
+            return False
+        failures = self.store.job_failures(job_id)
+        return bool(failures) and all(f["reason"] in TRANSIENT_FAILURES for f in failures)
+
+    def requeue_failed(self, job_id: str) -> int:
+        """Run a failed job's unfinished tasks again (its done tasks stay done); returns how many.
+        Refused with 409 where the failure would only repeat."""
+        record = self.store.job(job_id)
+        if record is None:
+            raise NotFound(f"no job '{job_id}'", code="job_not_found")
+        if not self.requeue_can_help(job_id):
+            raise Conflict(
+                f"job '{job_id}' is {record['status']}; a re-queue only helps a job that failed for a transient "
+                "reason (a lost worker, a timeout); fix its input and submit it again",
+                code="requeue_not_useful",
+            )
+        if not self.store.reopen(job_id):
+            return 0
+        done = self.store.done_tasks(job_id)
+        missing = [t for t in range(int(record["tasks_total"])) if t not in done]
+        enqueue_tasks(self.store, self.settings, record["queue"], job_id, missing, f"_r{uuid.uuid4().hex[:8]}")
+        return len(missing)
+
+
+BackendStatus = Literal["online", "paused", "unavailable"]
+
+# What fails a task once may pass the next time; anything else (bad input, a bug) repeats.
+TRANSIENT_FAILURES = frozenset(
+    {"abandoned", "JobTimeoutException", "TimeoutError", "ConnectionError", "MemoryError", "BusyLoadingError"}
+)

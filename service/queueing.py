@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timezone
 
 from rq import Queue
 from rq.job import Callback, Retry
 from rq.serializers import JSONSerializer
 
 from .settings import Settings
-from .store import Store
+from .store import LANES, Store
 
 TASK_FUNCTION = "worker.runner.run_task"
 FAILURE_CALLBACK = "worker.runner.on_task_failed"
@@ -41,3 +43,57 @@ def enqueue_tasks(
             pipeline=pipe,
         )
         pipe.execute()
+
+
+# -- what the dashboard reads and does through RQ (appended) ----------------------------
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as the dashboard shows it."""
+
+    name: str
+    host: str
+    backends: tuple[str, ...]
+    state: str
+    task: str  # "job <id> task <n>", or "" when idle
+    heartbeat: float | None  # UNIX time of its last heartbeat
+    done: int
+    failed: int
+
+
+def workers(store: Store, backends: Iterable[str]) -> list[WorkerInfo]:
+    """Every registered worker, by name, with the backends (not RQ queues) it serves."""
+    from rq import Worker
+
+    backend_of = {store.keys.queue(b, lane): b for b in backends for lane in LANES}
+    out = []
+    for w in Worker.all(connection=store.redis, serializer=JSONSerializer):
+        current = w.get_current_job_id() or ""
+        job_id, _, rest = current.partition("_t")
+        task = f"job {job_id} task {rest.split('_')[0]}" if rest else current
+        beat = w.last_heartbeat
+        out.append(
+            WorkerInfo(
+                name=w.name,
+                host=w.hostname or "",
+                backends=tuple(sorted({backend_of.get(q.name, q.name) for q in w.queues})),
+                state=str(w.state),
+                task=task,
+                heartbeat=beat.replace(tzinfo=timezone.utc).timestamp() if beat else None,
+                done=w.successful_job_count,
+                failed=w.failed_job_count,
+            )
+        )
+    return sorted(out, key=lambda w: w.name)
+
+
+def drain_worker(store: Store, name: str) -> bool:
+    """RQ's warm shutdown: the worker finishes its task, then exits. False if no such worker."""
+    from rq import Worker
+    from rq.command import send_shutdown_command
+
+    if Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=store.redis) is None:
+        return False
+    send_shutdown_command(store.redis, name)
+    return True
