@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from datetime import timezone
 from typing import Any
 
 import numpy as np
 
 from .. import queueing
 from ..jobs import JobService
-from ..planner import assemble
+from ..tasks import JobSpec, assemble
 from . import charts
 
 FAILURE_WINDOWS = (("last hour", 3600), ("last 24 h", 86400))
@@ -44,12 +45,21 @@ def backend_rows(jobs: JobService) -> list[dict[str, Any]]:
 def worker_rows(jobs: JobService) -> list[dict[str, Any]]:
     now = time.time()
     rows = []
-    for w in queueing.workers(jobs.store, jobs.backends):
-        stale = w.heartbeat is None or now - w.heartbeat > 60
-        rows.append(
-            {**w.__dict__, "backends": ", ".join(w.backends), "age": charts.age(w.heartbeat, now), "stale": stale}
-        )
+    for w in queueing.workers(jobs.store):
+        beat = w["heartbeat"].replace(tzinfo=timezone.utc).timestamp() if w["heartbeat"] else None  # RQ's UTC
+        stale = beat is None or now - beat > 60
+        rows.append({**w, "backends": ", ".join(w["backends"]), "age": charts.age(beat, now), "stale": stale})
     return rows
+
+
+def job_summaries(jobs: JobService, limit: int = 2000) -> list[dict[str, Any]]:
+    """The latest jobs, newest first, with their tasks done and in all."""
+    fields = ["tenant", "backend", "status", "created_at", "started_at", "finished_at", "tasks_total", "error"]
+    rows = jobs.store.job_rows(jobs.store.recent_jobs(limit), fields)
+    return [
+        {**values, "id": job_id, "done": done, "total": int(values["tasks_total"] or 0)}
+        for job_id, values, done in rows
+    ]
 
 
 def failure_summary(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -99,7 +109,7 @@ def failures_context(jobs: JobService, limit: int = 50) -> dict[str, Any]:
 def overview(jobs: JobService) -> dict[str, Any]:
     store = jobs.store
     failures = store.failures()
-    running = [j for j in store.job_summaries(200) if j["status"] in ("queued", "running")][:10]
+    running = [j for j in job_summaries(jobs, 200) if j["status"] in ("queued", "running")][:10]
     return {
         "backends": backend_rows(jobs),
         "workers": worker_rows(jobs),
@@ -110,7 +120,7 @@ def overview(jobs: JobService) -> dict[str, Any]:
 
 
 def job_list(jobs: JobService, tenant: str, status: str, backend: str, page_no: int, page_size: int) -> dict[str, Any]:
-    all_rows = jobs.store.job_summaries()
+    all_rows = job_summaries(jobs)
     rows = [
         r
         for r in all_rows
@@ -142,7 +152,7 @@ def job_detail(jobs: JobService, job_id: str) -> dict[str, Any] | None:
     record = store.job(job_id)
     if record is None:
         return None
-    spec = json.loads(record["spec"])
+    spec = JobSpec.from_json(record["spec"])
     done = store.done_tasks(job_id)
     total = int(record["tasks_total"])
     summary = []

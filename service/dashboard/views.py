@@ -197,8 +197,9 @@ def pause_resume(request: Request, name: str, action: str, admin: ActingAdmin) -
 @router.post("/workers/{name}/drain")
 def drain(request: Request, name: str, admin: ActingAdmin) -> Response:
     jobs = jobs_of(request)
-    if not queueing.drain_worker(jobs.store, name):
+    if name not in {w["name"] for w in queueing.workers(jobs.store)}:
         return error_page(request, 404, "No such worker", f"There is no worker '{name}'.", admin)
+    queueing.drain(jobs.store, name)
     audit(jobs.store, admin.prefix, "drain worker", name, "dashboard")
     return back(request, PREFIX)
 
