@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 WIDTH, HEIGHT = 360, 140  # the whole chart, in px
-LEFT, RIGHT, TOP, BOTTOM = 58, 10, 8, 30  # margins around the plot area: axis labels live there
+LEFT, RIGHT, TOP, BOTTOM = 58, 18, 8, 30  # margins around the plot area: axis labels live there
 
 
 def nice_ceiling(value: float) -> float:
@@ -87,10 +87,11 @@ def time_chart(
     bucket_s: float,
     fmt: Callable[[float], str] = number,
     kind: str = "line",
-    ticks: int = 5,
-    clock: str = "%H:%M:%S",
+    tick_s: float = 60,
+    clock: str = "%H:%M",
 ) -> Chart:
-    """``values[i]`` belongs to the bucket ending ``(len - 1 - i) * bucket_s`` before ``end``."""
+    """``values[i]`` belongs to the bucket ending ``(len - 1 - i) * bucket_s`` before ``end``.
+    Time ticks fall on whole multiples of ``tick_s`` (UTC), labelled with ``clock``."""
     n = len(values)
     chart = Chart(title=title, unit=unit, kind=kind)
     plot_w, plot_h = chart.right - chart.left, chart.bottom - chart.top
@@ -98,33 +99,35 @@ def time_chart(
     chart.y_ticks = [(chart.bottom - plot_h * f, fmt(top * f)) for f in (0.0, 0.5, 1.0)]
     chart.latest = fmt(values[-1]) if n else fmt(0.0)
     chart.peak = fmt(max(values, default=0.0))
-    slot = plot_w / max(1, n if kind == "bars" else n - 1)
+    # a line's points sit at bucket ends; bars span their buckets
+    t0 = end - (n if kind == "bars" else n - 1) * bucket_s
+    span = max(end - t0, 1e-9)
 
-    def x_of(i: float) -> float:
-        return chart.left + i * slot + (slot / 2 if kind == "bars" else 0)
+    def x_of(t: float) -> float:
+        return chart.left + (t - t0) / span * plot_w
 
     def y_of(v: float) -> float:
         return chart.bottom - plot_h * min(1.0, v / top)
 
     if kind == "line":
-        chart.points = " ".join(f"{x_of(i):.1f},{y_of(v):.1f}" for i, v in enumerate(values))
+        chart.points = " ".join(f"{x_of(end - (n - 1 - i) * bucket_s):.1f},{y_of(v):.1f}" for i, v in enumerate(values))
     else:
+        slot = plot_w / max(1, n)
         for i, v in enumerate(values):
-            h = plot_h * min(1.0, v / top)
-            started = end - (n - i) * bucket_s
+            started = t0 + i * bucket_s
             chart.bars.append(
                 {
-                    "x": round(chart.left + i * slot + 1, 1),
-                    "y": round(chart.bottom - h, 1),
+                    "x": round(x_of(started) + 1, 1),
+                    "y": round(y_of(v), 1),
                     "w": round(max(1.0, slot - 2), 1),
-                    "h": round(h, 1),
-                    "label": f"{time.strftime(clock, time.gmtime(started))}: {fmt(v)}",
+                    "h": round(chart.bottom - y_of(v), 1),
+                    "label": f"{time.strftime('%H:%M', time.gmtime(started))} UTC: {fmt(v)}",
                 }
             )
-    for k in range(ticks + 1):
-        at = (n - 1) * k / ticks
-        when = end - (n - at if kind == "bars" else n - 1 - at) * bucket_s  # a bar is labelled by its start
-        chart.x_ticks.append((round(x_of(at), 1), time.strftime(clock, time.gmtime(when))))
+    tick = math.ceil(t0 / tick_s) * tick_s
+    while tick <= end + 1e-6:
+        chart.x_ticks.append((round(x_of(tick), 1), time.strftime(clock, time.gmtime(tick))))
+        tick += tick_s
     return chart
 
 
@@ -172,7 +175,7 @@ def recent_charts(
 def hourly_chart(title: str, unit: str, values: list[float], fmt: Callable[[float], str] = number) -> Chart:
     """Bars for the last ``len(values)`` whole hours, the current one last."""
     end = (time.time() // 3600 + 1) * 3600
-    return time_chart(title, unit, values, end, 3600, fmt=fmt, kind="bars", ticks=4, clock="%H:00")
+    return time_chart(title, unit, values, end, 3600, fmt=fmt, kind="bars", tick_s=6 * 3600)
 
 
 # -- the chip ------------------------------------------------------------------------

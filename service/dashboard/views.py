@@ -217,6 +217,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotAdmin)
     async def not_admin(request: Request, exc: NotAdmin) -> Response:
         if not exc.logged_in:
+            if request.headers.get("hx-request"):  # a live part whose session ended: the whole page goes
+                return Response(status_code=204, headers={"HX-Redirect": PREFIX + "/login"})
             return RedirectResponse(PREFIX + "/login", status_code=303)
         return error_page(request, 403, "Admins only", "This API key is not an admin key.")
 

@@ -121,6 +121,30 @@ class EvilSite:
         self.server.shutdown()
 
 
+def test_a_failure_is_shown_with_its_whole_traceback(
+    browser: Browser, stack: Stack, client: Client, store: Store
+) -> None:
+    job_id = failing_job(client, store)
+    page = logged_in(browser, stack)
+    expect(page.locator("#failure-summary")).to_contain_text("lightning")
+    expect(page.locator("#latest-failures")).to_contain_text(job_id)
+    page.goto(f"{stack.url}/admin/jobs/{job_id}")
+    expect(page.locator("#job-error")).to_contain_text("LookupError")
+    trace = page.locator("pre.traceback").first
+    expect(trace).to_contain_text("Traceback (most recent call last)")
+    expect(trace).to_contain_text("worker/runner.py")  # the frames that matter, not only RQ's
+    expect(trace).to_contain_text(f"payload of job {job_id} pub 0 is gone")
+    assert trace.evaluate("e => e.scrollHeight <= e.clientHeight + 1")  # not cut off
+    # payload gone: a re-queue would fail again, so none is offered
+    expect(page.locator("#requeue")).to_have_count(0)
+    expect(page.locator("#no-requeue")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "job-failed.png"), full_page=True)
+    page.goto(f"{stack.url}/admin/failures")
+    expect(page.locator(f"details.failure[data-job='{job_id}'] pre.traceback")).to_contain_text("LookupError")
+    page.screenshot(path=str(SHOTS / "failures.png"), full_page=True)
+    page.close()
+
+
 def test_overview_shows_a_running_job_advance(browser: Browser, stack: Stack, client: Client) -> None:
     job = big_job(client)
     page = logged_in(browser, stack)
@@ -172,30 +196,6 @@ def test_other_pages_render(browser: Browser, stack: Stack, client: Client) -> N
     expect(page.locator("svg.legend").first).to_contain_text("readout error")
     page.goto(f"{stack.url}/admin/jobs?status=cancelled")
     expect(page.locator("#jobs")).to_contain_text("cancelled")
-    page.close()
-
-
-def test_a_failure_is_shown_with_its_whole_traceback(
-    browser: Browser, stack: Stack, client: Client, store: Store
-) -> None:
-    job_id = failing_job(client, store)
-    page = logged_in(browser, stack)
-    expect(page.locator("#failure-summary")).to_contain_text("lightning")
-    expect(page.locator("#latest-failures")).to_contain_text(job_id)
-    page.goto(f"{stack.url}/admin/jobs/{job_id}")
-    expect(page.locator("#job-error")).to_contain_text("LookupError")
-    trace = page.locator("pre.traceback").first
-    expect(trace).to_contain_text("Traceback (most recent call last)")
-    expect(trace).to_contain_text("worker/runner.py")  # the frames that matter, not only RQ's
-    expect(trace).to_contain_text(f"payload of job {job_id} pub 0 is gone")
-    assert trace.evaluate("e => e.scrollHeight <= e.clientHeight + 1")  # not cut off
-    # payload gone: a re-queue would fail again, so none is offered
-    expect(page.locator("#requeue")).to_have_count(0)
-    expect(page.locator("#no-requeue")).to_be_visible()
-    page.screenshot(path=str(SHOTS / "job-failed.png"), full_page=True)
-    page.goto(f"{stack.url}/admin/failures")
-    expect(page.locator(f"details.failure[data-job='{job_id}'] pre.traceback")).to_contain_text("LookupError")
-    page.screenshot(path=str(SHOTS / "failures.png"), full_page=True)
     page.close()
 
 

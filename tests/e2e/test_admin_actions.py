@@ -63,7 +63,7 @@ def test_requeue_the_tasks_of_a_job_whose_worker_was_lost(stack: Stack, client: 
     job = client.estimate([(circuit, [["Z" + "I" * 13]] * 2, np.zeros((3000, circuit.num_parameters)))])
     # as the lease reaper does when a task lost its worker too often
     store.record_failure(job.id, 0, "aer", "dev", "abandoned", "task 0 lost its worker 3 times; giving up")
-    store.finish(job.id, "failed", "task_abandoned", "task 0 lost its worker 3 times; giving up")
+    assert store.finish(job.id, "failed", "task_abandoned", "task 0 lost its worker 3 times; giving up")
     assert job.status().status == "failed"
     with admin(stack) as http:
         assert http.post(f"/admin/jobs/{job.id}/requeue").status_code == 303
@@ -77,9 +77,10 @@ def test_no_requeue_where_the_failure_would_repeat(stack: Stack, client: Client)
     store = store_of(stack)
     job = client.estimate([(circuit, "ZIII", np.zeros((2, circuit.num_parameters)))])
     job.result(timeout=30)
-    job2 = client.estimate([(circuit, "ZIII", np.zeros((2, circuit.num_parameters)))])
+    wide = training_ansatz(14)
+    job2 = client.estimate([(wide, "Z" + "I" * 13, np.zeros((3000, wide.num_parameters)))])  # still running below
     store.record_failure(job2.id, 0, "aer", "dev", "ValueError", "cannot reshape array")
-    store.finish(job2.id, "failed", "task_failed", "task 0 failed: ValueError: cannot reshape array")
+    assert store.finish(job2.id, "failed", "task_failed", "task 0 failed: ValueError: cannot reshape array")
     with admin(stack) as http:
         page = http.get(f"/admin/jobs/{job2.id}").text
         assert 'id="requeue"' not in page and 'id="no-requeue"' in page
@@ -87,6 +88,7 @@ def test_no_requeue_where_the_failure_would_repeat(stack: Stack, client: Client)
         assert refused.status_code == 409 and "transient" in refused.text
         assert http.post(f"/admin/jobs/{job.id}/requeue").status_code == 409  # done: nothing to re-queue
     assert job2.status().status == "failed"
+    assert job2.status().error.code == "task_failed"
 
 
 def test_drain_a_worker(stack: Stack) -> None:
