@@ -293,7 +293,7 @@ class JobService:
         if name in (self.store.paused() if paused is None else paused):
             return "paused", "paused by an admin; queued tasks wait", workers
         if not workers:
-            return "unavailable", "no workers: no worker serves this backend; tasks wait in its queue", workers
+            return "unavailable", "no workers: none serves this backend; its tasks wait in the queue", workers
         return "online", None, workers
 
     def requeue_can_help(self, job_id: str) -> bool:

@@ -313,6 +313,14 @@ def test_headers_forbid_framing_and_inline_script(browser: Browser, stack: Stack
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
     assert page.locator("script:not([src])").count() == 0  # nothing inline to allow
+    # and the pages, htmx included, need nothing the policy forbids
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    for path in ("/admin", "/admin/jobs", "/admin/failures", "/admin/tenants", "/admin/backends", "/admin/audit"):
+        page.goto(f"{stack.url}{path}")
+    page.goto(f"{stack.url}/admin")
+    page.wait_for_timeout(2500)  # one live refresh
+    assert violations == []
     evil = EvilSite(f'<!doctype html><iframe id="d" src="{stack.url}/admin/backends" width=800 height=600></iframe>')
     try:
         page.goto(evil.url)
