@@ -90,18 +90,24 @@ def failures_context(jobs: JobService, limit: int = 50) -> dict[str, Any]:
     failures = jobs.store.failures()
     now = time.time()
     hourly = [0.0] * 24
+    by_backend: dict[str, list[float]] = {}
     end = (now // 3600 + 1) * 3600
     for f in failures:
         i = 23 - int((end - f["t"]) // 3600)
         if 0 <= i < 24:
             hourly[i] += 1
+            by_backend.setdefault(f["backend"], [0.0] * 24)[i] += 1
     for f in failures[:limit]:
         f["age"] = charts.age(f["t"], now)
     return {
         "summary": failure_summary(failures),
         "windows": [label for label, _ in FAILURE_WINDOWS],
         "latest": failures[:limit],
-        "chart": charts.hourly_chart("tasks failed", "per hour", hourly),
+        "chart": charts.hourly_chart("tasks failed, all backends", "per hour", hourly),
+        "backend_charts": [
+            charts.hourly_chart(f"tasks failed on {name}", "per hour", values)
+            for name, values in sorted(by_backend.items())
+        ],
         "total": sum(jobs.store.tasks_failed().values()),
     }
 
@@ -115,7 +121,7 @@ def overview(jobs: JobService) -> dict[str, Any]:
         "workers": worker_rows(jobs),
         "charts": charts.recent_charts(store.recent_tasks(), failures),
         "running": running,
-        "failures": {**failures_context(jobs, limit=3), "chart": None},
+        "failures": failures_context(jobs, limit=3),
     }
 
 

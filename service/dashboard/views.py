@@ -3,6 +3,7 @@ and audited). Every POST answers with a redirect to a fixed dashboard path, or f
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +37,7 @@ from .session import (
 )
 
 HERE = Path(__file__).parent
+log = logging.getLogger("qfleet.audit")
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True))
 templates.env.filters["utc"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(t)))
@@ -74,6 +76,7 @@ def login(request: Request, key: Annotated[str, Form()]) -> Response:
     check_origin(request)  # no one logs an admin in from another site
     started = start_session(request, key.strip())
     if started is None:
+        log.warning("dashboard log in refused", extra={"target": request.client.host if request.client else ""})
         return page(request, "login.html", status_code=401, error="That is not an admin API key.")
     session_id, prefix = started
     audit(jobs_of(request).store, prefix, "log in", "dashboard", "dashboard")

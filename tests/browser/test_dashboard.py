@@ -141,6 +141,7 @@ def test_a_failure_is_shown_with_its_whole_traceback(
     page.screenshot(path=str(SHOTS / "job-failed.png"), full_page=True)
     page.goto(f"{stack.url}/admin/failures")
     expect(page.locator(f"details.failure[data-job='{job_id}'] pre.traceback")).to_contain_text("LookupError")
+    expect(page.locator("[data-chart='tasks failed on lightning'] rect.bar")).to_have_count(24)  # over time
     page.screenshot(path=str(SHOTS / "failures.png"), full_page=True)
     page.close()
 
