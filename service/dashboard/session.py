@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -103,8 +103,8 @@ def start_session(request: Request, key: str) -> tuple[str, str] | None:
     if record is None or record.role != "admin":
         return None
     session_id = secrets.token_urlsafe(32)
-    record_ = {"key": hash_api_key(key), "csrf": secrets.token_urlsafe(32), "created_at": time.time()}
-    store.create_session(session_id, record_, SESSION_TTL_S)
+    session = {"key": hash_api_key(key), "csrf": secrets.token_urlsafe(32), "created_at": time.time()}
+    store.create_session(session_id, session, SESSION_TTL_S)
     return session_id, record.prefix
 
 
@@ -142,8 +142,8 @@ async def acting_admin(request: Request) -> Admin:
     return admin
 
 
-def set_cookie(request: Request, response: object, session_id: str) -> None:
-    response.set_cookie(  # type: ignore[attr-defined]
+def set_cookie(request: Request, response: Response, session_id: str) -> None:
+    response.set_cookie(
         COOKIE,
         session_id,
         max_age=SESSION_TTL_S,

@@ -177,7 +177,15 @@ def test_cancel_a_job_from_the_ui(browser: Browser, stack: Stack, client: Client
 
 
 def test_other_pages_render(browser: Browser, stack: Stack, client: Client) -> None:
+    bearer = {"Authorization": f"Bearer {stack.api_key}"}
+    made = httpx.post(f"{stack.url}/v1/admin/keys", json={"tenant": "carol"}, headers=bearer).json()
+    httpx.put(f"{stack.url}/v1/admin/tenants/carol/limits", json={"max_shots": 5000}, headers=bearer)
     page = logged_in(browser, stack)
+    page.goto(f"{stack.url}/admin/audit")
+    rest = page.locator("#audit tr", has_text="create key")
+    expect(rest).to_contain_text(made["prefix"])  # a REST action, shown on the dashboard
+    expect(rest).to_contain_text("rest")
+    expect(page.locator("#audit tr", has_text="set limits")).to_contain_text("max_shots")
     for path, text in [
         ("/admin/jobs", "Jobs"),
         ("/admin/tenants", "dev"),
