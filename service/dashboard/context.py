@@ -266,5 +266,8 @@ def backends(jobs: JobService) -> list[dict[str, Any]]:
 def audit(jobs: JobService, limit: int = 200) -> list[dict[str, Any]]:
     entries = jobs.store.audit_log(limit)
     for e in entries:
-        e["details"] = {k: v for k, v in e.items() if k not in ("t", "actor", "action", "target", "via")}
+        details = {k: v for k, v in e.items() if k not in ("t", "actor", "action", "target", "via")}
+        changed = details.pop("changed", None) or {}
+        e["details"] = [f"{k} {v}" for k, v in details.items()]
+        e["details"] += [f"{k} {before} → {after}" for k, (before, after) in changed.items()]
     return entries

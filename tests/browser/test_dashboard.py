@@ -185,7 +185,7 @@ def test_other_pages_render(browser: Browser, stack: Stack, client: Client) -> N
     rest = page.locator("#audit tr", has_text="create key")
     expect(rest).to_contain_text(made["prefix"])  # a REST action, shown on the dashboard
     expect(rest).to_contain_text("rest")
-    expect(page.locator("#audit tr", has_text="set limits")).to_contain_text("max_shots")
+    expect(page.locator("#audit tr", has_text="set limits")).to_contain_text("max_shots 1000000 → 5000")
     for path, text in [
         ("/admin/jobs", "Jobs"),
         ("/admin/tenants", "dev"),
