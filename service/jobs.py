@@ -122,9 +122,7 @@ class JobService:
             if attempt > self.settings.task_retries:
                 message = f"task {task} lost its worker {attempt} times; giving up"
                 self.store.record_failure(job_id, task, record["backend"], record["tenant"], "abandoned", message)
-                self.store.finish(
-                    job_id, "failed", "task_abandoned", f"task {task} lost its worker {attempt} times; giving up"
-                )
+                self.store.finish(job_id, "failed", "task_abandoned", message)
                 continue
             log.warning("task %s of job %s lost its worker; re-queued (attempt %d)", task, job_id, attempt + 1)
             queueing.enqueue(self.store, self.settings, record["queue"], job_id, [task], "retry", attempt)
