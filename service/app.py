@@ -227,4 +227,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         ClientGuard, body_timeout_s=settings.body_timeout_s, max_requests=settings.max_requests_per_client
     )
+    metrics.install(app)  # outermost: counts every answer, refusals included
     return app

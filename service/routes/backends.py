@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter
 from qfleet.wire import BackendInfo
 
@@ -16,18 +14,8 @@ router = APIRouter(prefix="/v1/backends", tags=["backends"])
 
 
 def describe(jobs: JobService, backend: Backend) -> BackendInfo:
-    workers = jobs.workers_on(backend.name)
+    status, reason, workers = jobs.backend_status(backend.name)
     depth = jobs.queue_depth(backend.name)
-    status: Literal["online", "paused", "unavailable"]
-    reason: str | None
-    if backend.unavailable:
-        status, reason = "unavailable", backend.unavailable
-    elif backend.name in jobs.store.paused():
-        status, reason = "paused", "paused by an admin"
-    elif not workers:
-        status, reason = "unavailable", "no worker serves this backend"
-    else:
-        status, reason = "online", None
     return BackendInfo(
         name=backend.name,
         description=backend.description,
