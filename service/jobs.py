@@ -175,14 +175,18 @@ class JobService:
         enqueue_tasks(self.store, self.settings, queue_name, job_id, tasks, f"_a{attempt}" if attempt else "")
 
     def reap(self) -> int:
-        """Re-queue tasks whose worker stopped renewing their lease (killed, lost); returns how many."""
+        """Re-queue tasks whose worker stopped renewing their lease (killed, stopped, lost); returns how many.
+
+        A lease is taken in the same step that pops a task off its queue, so this covers a
+        worker that dies at any instant after the pop, before the task even starts."""
         count = 0
-        for job_id, task in self.store.expired_leases():
-            if not self.store.claim_expired(job_id, task):
+        for lease in self.store.expired_leases():
+            if not self.store.claim_expired(lease):
                 continue  # another API process took it
+            job_id, task = self.store.lease_task(lease)
             record = self.store.job(job_id)
-            if record is None or record["status"] in TERMINAL_STATUSES:
-                continue
+            if record is None or record["status"] in TERMINAL_STATUSES or self.store.task_done(job_id, task):
+                continue  # finished, or its worker died after storing the result
             attempt = self.store.bump_attempts(job_id, task)
             if attempt > self.settings.task_retries:
                 self.store.finish(

@@ -23,6 +23,7 @@ def enqueue_tasks(
     # 1 s, then 2 s between tries (RQ's scheduler wakes once a second, so finer steps would not hold)
     retry = Retry(max=settings.task_retries, interval=[1, 2]) if settings.task_retries else None
     queue = Queue(queue_name, connection=store.redis, serializer=JSONSerializer)
+    tasks = list(tasks)
     with store.redis.pipeline() as pipe:
         queue.enqueue_many(
             [
@@ -40,4 +41,5 @@ def enqueue_tasks(
             ],
             pipeline=pipe,
         )
+        store.ring(pipe, queue_name, len(tasks))  # wakes idle workers (see Store.take_task)
         pipe.execute()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 
@@ -26,6 +27,7 @@ def run_worker(
 
     # numpy's BLAS and Lightning's OpenMP size their thread pools when first imported: only now
     from rq import Queue, SimpleWorker
+    from rq.exceptions import DequeueTimeout
     from rq.serializers import JSONSerializer
 
     from service.backends import served_backends
@@ -41,16 +43,58 @@ def run_worker(
     runner.warm_up()
     runner_module.install(runner)
     threading.Thread(target=runner.renew_leases_forever, name="lease-renewal", daemon=True).start()
+    lease_s = settings.lease_s
+
+    class LeasingQueue(Queue):
+        """RQ's queue, but a task is leased by the same Redis script that pops it (Store.take_task):
+        RQ's own BLPOP leaves a popped task in no list and no registry until the worker records
+        it, so a worker killed in between lost the task for good. Idle workers block on the
+        queues' bells, and look again at least once a second for tasks RQ itself re-queued."""
+
+        @classmethod
+        def dequeue_any(  # type: ignore[override]
+            cls,
+            queues: list[Queue],
+            timeout: int | None,
+            connection: object = None,
+            job_class: object = None,
+            serializer: object = None,
+            death_penalty_class: object = None,
+        ) -> tuple[object, Queue] | None:
+            # a lease left from a take that never ran (the loop broke before run_task) is left to lapse
+            runner.lease = None
+            keys, names = [q.key for q in queues], [q.name for q in queues]
+            while True:
+                taken = store.take_task(keys, names, holder, lease_s)
+                if taken is None:
+                    if timeout is None:
+                        return None
+                    if not store.wait_bell(names, min(timeout, 1)):
+                        raise DequeueTimeout(timeout, keys)
+                    continue
+                queue_key, rq_id, runner.lease = taken
+                queue = next(q for q in queues if q.key == queue_key)
+                job = queue.fetch_job(rq_id)
+                if job is not None:
+                    return job, queue
+                store.drop_lease(runner.lease)  # deleted while queued (expired): nothing to run
+                runner.lease = None
+
     queues = [
-        Queue(store.keys.queue(b, lane), connection=redis, serializer=JSONSerializer)
+        LeasingQueue(store.keys.queue(b, lane), connection=redis, serializer=JSONSerializer)
         for lane in LANES
         for b in backends
     ]
     while True:
-        # Short maintenance and TTL so RQ's own recovery (tasks stuck between dequeue and start, when
-        # a worker dies in that window, which our leases cannot see) runs within a minute or two.
+        holder = name = name or f"{socket.gethostname()}.{os.getpid()}"
         worker = SimpleWorker(
-            queues, connection=redis, serializer=JSONSerializer, name=name, maintenance_interval=15, worker_ttl=45
+            queues,
+            connection=redis,
+            serializer=JSONSerializer,
+            name=name,
+            queue_class=LeasingQueue,
+            maintenance_interval=15,
+            worker_ttl=45,
         )
         log.info("worker %s ready on %s", worker.name, ", ".join(q.name for q in queues))
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
@@ -63,4 +107,4 @@ def run_worker(
                 break
             except Exception:
                 time.sleep(0.5)
-        name = None  # the old name may still be registered until its key expires
+        name = f"{socket.gethostname()}.{os.getpid()}.{int(time.time())}"  # the old name may still be registered
