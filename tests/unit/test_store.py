@@ -58,12 +58,11 @@ def test_api_keys_are_stored_as_hashes(clean_redis: str) -> None:
 def test_sentinel_configuration_finds_the_master(redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import subprocess
     import time
+    from urllib.parse import urlsplit
 
     from service.settings import Settings
     from service.stack import free_port
     from service.store import connect
-
-    from urllib.parse import urlsplit
 
     master = urlsplit(redis_url)
     port = free_port()
