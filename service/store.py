@@ -293,7 +293,7 @@ def connect_async(settings: Any) -> Any:
     return AsyncRedis.from_url(settings.redis_url)
 
 
-def _master_auth(url: str) -> dict[str, str]:
+def _master_auth(url: str) -> dict[str, Any]:
     """Under Sentinel the master's user and password come from QFLEET_REDIS_URL (its host is ignored)."""
     parts = urlsplit(url)
     auth = {"username": unquote(parts.username or ""), "password": unquote(parts.password or "")}

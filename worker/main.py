@@ -108,3 +108,36 @@ def run_worker(
             except Exception:
                 time.sleep(0.5)
         name = f"{socket.gethostname()}.{os.getpid()}.{int(time.time())}"  # the old name may still be registered
+
+
+def local_worker_problem(settings: object, max_age_s: float = 60.0) -> str | None:
+    """Why no worker of this host (container) is alive, or None when one is: registered in RQ, its
+    process running here, and either heartbeating (an idle worker does every second) or holding
+    an unexpired lease (a busy one renews it every lease_s / 4). For compose healthchecks."""
+    from rq import Worker
+
+    from service.store import Store, connect
+
+    redis = connect(settings)
+    store = Store(redis, getattr(settings, "key_prefix", "qfleet"))
+    host = socket.gethostname()
+    mine = [w for w in Worker.all(connection=redis) if w.hostname == host and w.pid and _running(w.pid)]
+    if not mine:
+        return f"no worker of host {host} is registered"
+    now = time.time()
+    leases = store.leases()
+    for w in mine:
+        beat = w.last_heartbeat.timestamp() if w.last_heartbeat else 0.0
+        if now - beat < max_age_s or any(m.endswith(f"|{w.name}") and d > now for m, d in leases.items()):
+            return None
+    return f"worker(s) {', '.join(w.name for w in mine)} of host {host} neither heartbeat nor hold a live lease"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
