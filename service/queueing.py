@@ -1,28 +1,65 @@
-"""Putting tasks on RQ: ids only, JSON serializer, retries, timeouts. Used by the API
-(submit, re-queue of abandoned tasks) and by workers (tasks put back while a backend is paused)."""
+"""The one boundary with RQ: every RQ call of qfleet, API and worker side, is here.
+
+RQ jobs carry ids only (JSON serializer); payloads live under our own keys (service/store.py).
+The RQ job id of a task is ``Keys.rq_job_id(job, task)`` plus a suffix that says why it was
+queued again (:data:`REASONS`), minted only here.
+"""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterable
+from typing import Any, Literal, Protocol
 
-from rq import Queue
+from rq import Queue, SimpleWorker, Worker
+from rq.command import send_shutdown_command
+from rq.exceptions import AbandonedJobError, DequeueTimeout
 from rq.job import Callback, Retry
+from rq.job import Job as RQJob
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from .settings import Settings
-from .store import Store
+from .store import LANES, Store
 
+# The worker-side functions RQ runs, by dotted path (RQ imports them in the worker process).
+# tests/unit/test_queueing.py checks that they resolve.
 TASK_FUNCTION = "worker.runner.run_task"
 FAILURE_CALLBACK = "worker.runner.on_task_failed"
 
+Reason = Literal["first", "retry", "paused", "requeue"]
+REASONS: tuple[Reason, ...] = ("first", "retry", "paused", "requeue")
 
-def enqueue_tasks(
-    store: Store, settings: Settings, queue_name: str, job_id: str, tasks: Iterable[int], suffix: str = ""
+
+def _suffix(reason: Reason, attempt: int) -> str:
+    if reason == "first":
+        return ""
+    if reason == "retry":
+        return f"_a{attempt}"
+    if reason == "paused":
+        return f"_p{uuid.uuid4().hex[:8]}"
+    return f"_r{int(time.time() * 1000)}"
+
+
+def _queue(store: Store, name: str) -> Queue:
+    return Queue(name, connection=store.redis, serializer=JSONSerializer)
+
+
+def enqueue(
+    store: Store,
+    settings: Settings,
+    queue_name: str,
+    job_id: str,
+    tasks: Iterable[int],
+    reason: Reason = "first",
+    attempt: int = 0,
 ) -> None:
-    """Enqueue tasks of a job; ``suffix`` keeps RQ job ids unique when a task is queued again."""
+    """Put tasks of a job on a lane queue; ``reason`` keeps RQ job ids unique when a task is queued again."""
     # 1 s, then 2 s between tries (RQ's scheduler wakes once a second, so finer steps would not hold)
     retry = Retry(max=settings.task_retries, interval=[1, 2]) if settings.task_retries else None
-    queue = Queue(queue_name, connection=store.redis, serializer=JSONSerializer)
+    suffix = _suffix(reason, attempt)
+    queue = _queue(store, queue_name)
     tasks = list(tasks)
     with store.redis.pipeline() as pipe:
         queue.enqueue_many(
@@ -41,5 +78,151 @@ def enqueue_tasks(
             ],
             pipeline=pipe,
         )
-        store.ring(pipe, queue_name, len(tasks))  # wakes idle workers (see Store.take_task)
+        store.ring(pipe, queue_name, len(tasks))  # wakes idle workers (see LeasingQueue)
         pipe.execute()
+
+
+def remove(store: Store, queue_name: str, job_id: str, tasks: Iterable[int]) -> None:
+    """Take a job's queued tasks off its queue (first enqueues; workers skip any other copy)."""
+    queue = _queue(store, queue_name)
+    for t in tasks:
+        queue.remove(store.keys.rq_job_id(job_id, t))
+
+
+def depth(store: Store, backend: str) -> dict[str, int]:
+    """Queued tasks per lane of a backend."""
+    return {lane: int(_queue(store, store.keys.queue(backend, lane)).count) for lane in LANES}
+
+
+def workers_on(store: Store, backend: str) -> int:
+    return int(Worker.count(connection=store.redis, queue=_queue(store, store.keys.queue(backend, "normal"))))
+
+
+def worker_count(store: Store) -> int:
+    return int(Worker.count(connection=store.redis))
+
+
+def is_abandoned(exc_type: Any) -> bool:
+    """Whether RQ failed a task because its worker vanished (the lease reaper re-queues those)."""
+    return exc_type is not None and issubclass(exc_type, AbandonedJobError)
+
+
+class LeaseHolder(Protocol):
+    """Where a worker keeps the lease of the task it holds (the Runner); renewed while set."""
+
+    lease: str | None
+
+
+class LeasingQueue(Queue):
+    """RQ's queue, but a worker takes a task and its lease in one Redis script (Store.take_task).
+
+    RQ's own BLPOP leaves a popped task in no list and no registry until the worker records it
+    (and RQ's abandoned-job check for a non-forking worker waits out the task timeout): a worker
+    killed in between lost the task. Idle workers block on the queues' bells instead, and look
+    again at least once a second for tasks RQ itself re-queued (retries)."""
+
+    store: Store
+    holder: LeaseHolder
+    holder_name: str
+    lease_s: float
+
+    @classmethod
+    def dequeue_any(  # type: ignore[override]
+        cls,
+        queues: list[Queue],
+        timeout: int | None,
+        connection: Any = None,
+        job_class: Any = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[RQJob, Queue] | None:
+        # a lease left by a take that never reached the task function is left to lapse (and be reaped)
+        cls.holder.lease = None
+        keys, names = [q.key for q in queues], [q.name for q in queues]
+        while True:
+            taken = cls.store.take_task(keys, names, cls.holder_name, cls.lease_s)
+            if taken is None:
+                if timeout is None:
+                    return None
+                if not cls.store.wait_bell(names, min(timeout, 1)):
+                    raise DequeueTimeout(timeout, keys)
+                continue
+            queue_key, rq_id, cls.holder.lease = taken
+            queue = next(q for q in queues if q.key == queue_key)
+            rq_job = queue.fetch_job(rq_id)
+            if rq_job is not None:
+                return rq_job, queue
+            cls.store.drop_lease(cls.holder.lease)  # deleted while queued (expired): nothing to run
+            cls.holder.lease = None
+
+
+def make_worker(
+    store: Store, backends: list[str], name: str, holder: LeaseHolder | None = None, lease_s: float = 5.0
+) -> SimpleWorker:
+    """A warm, non-forking RQ worker on the backends' lane queues, high lane first. With a
+    ``holder``, each task is leased as it is taken (LeasingQueue), under the worker's name."""
+    queue_class: type[Queue] = Queue
+    if holder is not None:
+        queue_class = type(
+            "LeasingQueue", (LeasingQueue,), {"store": store, "holder": holder, "holder_name": name, "lease_s": lease_s}
+        )
+    queues = [
+        queue_class(store.keys.queue(b, lane), connection=store.redis, serializer=JSONSerializer)
+        for lane in LANES
+        for b in backends
+    ]
+    return SimpleWorker(
+        queues,
+        connection=store.redis,
+        serializer=JSONSerializer,
+        name=name,
+        queue_class=queue_class,
+        maintenance_interval=15,
+        worker_ttl=45,
+    )
+
+
+def local_workers(store: Store, host: str) -> list[Any]:
+    """Workers registered from this host (container)."""
+    return [w for w in Worker.all(connection=store.redis) if w.hostname == host]
+
+
+def stop_requested(worker: SimpleWorker) -> bool:
+    """Whether the worker's loop ended because it was asked to stop (not because Redis went away)."""
+    return bool(worker._stop_requested or worker._shutdown_requested_date is not None)
+
+
+def workers(store: Store) -> list[dict[str, Any]]:
+    """Every registered worker: name, host, the backends it serves, state, current task, counts."""
+    rows = []
+    for w in sorted(Worker.all(connection=store.redis, serializer=JSONSerializer), key=lambda w: w.name):
+        rows.append(
+            {
+                "name": w.name,
+                "host": w.hostname,
+                "backends": sorted({store.keys.backend_of_queue(q.name) for q in w.queues}),
+                "state": w.state,
+                "task": w.get_current_job_id() or "",
+                "heartbeat": w.last_heartbeat,
+                "done": w.successful_job_count,
+                "failed": w.failed_job_count,
+            }
+        )
+    return rows
+
+
+def failures(store: Store, queue_name: str, job_id: str) -> list[dict[str, str]]:
+    """The failed tasks of a job still in RQ's failed registry, with their tracebacks."""
+    registry = FailedJobRegistry(queue_name, connection=store.redis, serializer=JSONSerializer)
+    prefix = store.keys.rq_job_prefix(job_id)
+    out = []
+    for rq_id in registry.get_job_ids():
+        if rq_id.startswith(prefix):
+            rq_job = RQJob.fetch(rq_id, connection=store.redis, serializer=JSONSerializer)
+            out.append({"id": rq_id, "traceback": rq_job.exc_info or ""})
+    return out
+
+
+def drain(store: Store, worker_name: str) -> None:
+    """RQ's warm shutdown: the worker finishes its task, then exits."""
+    send_shutdown_command(store.redis, worker_name)

@@ -26,12 +26,9 @@ def run_worker(
         os.environ[var] = str(settings.worker_threads)
 
     # numpy's BLAS and Lightning's OpenMP size their thread pools when first imported: only now
-    from rq import Queue, SimpleWorker
-    from rq.exceptions import DequeueTimeout
-    from rq.serializers import JSONSerializer
-
+    from service import queueing
     from service.backends import served_backends
-    from service.store import LANES, Store, connect
+    from service.store import Store, connect
 
     from . import runner as runner_module
 
@@ -43,62 +40,12 @@ def run_worker(
     runner.warm_up()
     runner_module.install(runner)
     threading.Thread(target=runner.renew_leases_forever, name="lease-renewal", daemon=True).start()
-    lease_s = settings.lease_s
-
-    class LeasingQueue(Queue):
-        """RQ's queue, but a task is leased by the same Redis script that pops it (Store.take_task):
-        RQ's own BLPOP leaves a popped task in no list and no registry until the worker records
-        it, so a worker killed in between lost the task for good. Idle workers block on the
-        queues' bells, and look again at least once a second for tasks RQ itself re-queued."""
-
-        @classmethod
-        def dequeue_any(  # type: ignore[override]
-            cls,
-            queues: list[Queue],
-            timeout: int | None,
-            connection: object = None,
-            job_class: object = None,
-            serializer: object = None,
-            death_penalty_class: object = None,
-        ) -> tuple[object, Queue] | None:
-            # a lease left from a take that never ran (the loop broke before run_task) is left to lapse
-            runner.lease = None
-            keys, names = [q.key for q in queues], [q.name for q in queues]
-            while True:
-                taken = store.take_task(keys, names, holder, lease_s)
-                if taken is None:
-                    if timeout is None:
-                        return None
-                    if not store.wait_bell(names, min(timeout, 1)):
-                        raise DequeueTimeout(timeout, keys)
-                    continue
-                queue_key, rq_id, runner.lease = taken
-                queue = next(q for q in queues if q.key == queue_key)
-                job = queue.fetch_job(rq_id)
-                if job is not None:
-                    return job, queue
-                store.drop_lease(runner.lease)  # deleted while queued (expired): nothing to run
-                runner.lease = None
-
-    queues = [
-        LeasingQueue(store.keys.queue(b, lane), connection=redis, serializer=JSONSerializer)
-        for lane in LANES
-        for b in backends
-    ]
     while True:
-        holder = name = name or f"{socket.gethostname()}.{os.getpid()}"
-        worker = SimpleWorker(
-            queues,
-            connection=redis,
-            serializer=JSONSerializer,
-            name=name,
-            queue_class=LeasingQueue,
-            maintenance_interval=15,
-            worker_ttl=45,
-        )
-        log.info("worker %s ready on %s", worker.name, ", ".join(q.name for q in queues))
+        name = name or f"{socket.gethostname()}.{os.getpid()}"
+        worker = queueing.make_worker(store, backends, name, holder=runner, lease_s=settings.lease_s)
+        log.info("worker %s ready on %s", worker.name, ", ".join(worker.queue_names()))
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
-        if burst or worker._stop_requested or worker._shutdown_requested_date is not None:  # asked to stop
+        if burst or queueing.stop_requested(worker):
             return
         log.warning("worker loop ended (Redis lost?); starting again once Redis answers")
         while True:
@@ -107,21 +54,19 @@ def run_worker(
                 break
             except Exception:
                 time.sleep(0.5)
-        name = f"{socket.gethostname()}.{os.getpid()}.{int(time.time())}"  # the old name may still be registered
+        name = f"{socket.gethostname()}.{os.getpid()}.{int(time.time())}"  # the old one may still be registered
 
 
 def local_worker_problem(settings: object, max_age_s: float = 60.0) -> str | None:
     """Why no worker of this host (container) is alive, or None when one is: registered in RQ, its
     process running here, and either heartbeating (an idle worker does every second) or holding
     an unexpired lease (a busy one renews it every lease_s / 4). For compose healthchecks."""
-    from rq import Worker
-
+    from service import queueing
     from service.store import Store, connect
 
-    redis = connect(settings)
-    store = Store(redis, getattr(settings, "key_prefix", "qfleet"))
+    store = Store(connect(settings), getattr(settings, "key_prefix", "qfleet"))
     host = socket.gethostname()
-    mine = [w for w in Worker.all(connection=redis) if w.hostname == host and w.pid and _running(w.pid)]
+    mine = [w for w in queueing.local_workers(store, host) if w.pid and _running(w.pid)]
     if not mine:
         return f"no worker of host {host} is registered"
     now = time.time()

@@ -12,9 +12,10 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from service.jobs import JobService
-from service.queueing import enqueue_tasks
+from service.queueing import enqueue
 from service.settings import Settings
 from service.store import Store
+from service.tasks import JobSpec
 
 
 def service(url: str, **overrides: object) -> JobService:
@@ -23,9 +24,8 @@ def service(url: str, **overrides: object) -> JobService:
 
 
 def make_job(jobs: JobService, job_id: str, tasks: int, queue: str) -> None:
-    spec = {"pubs": [], "tasks": [[]] * tasks}
-    jobs.store.create_job(job_id, "t", "aer", spec, {"c0": b"x"}, tasks, queue)
-    enqueue_tasks(jobs.store, jobs.settings, queue, job_id, range(tasks))
+    jobs.store.create_job(job_id, "t", "aer", JobSpec(pubs=[], tasks=[[]] * tasks), {"c0": b"x"}, tasks, queue)
+    enqueue(jobs.store, jobs.settings, queue, job_id, range(tasks))
 
 
 def queued(jobs: JobService, queue: str) -> list[str]:
@@ -113,7 +113,7 @@ def test_a_task_lost_too_often_fails_its_job(clean_redis: str) -> None:
 
 def test_a_late_duplicate_never_rewrites_a_counted_slice(clean_redis: str) -> None:
     store = Store(Redis.from_url(clean_redis))
-    store.create_job("j5", "t", "aer", {"pubs": [], "tasks": [[], []]}, {"c0": b"x"}, 2)
+    store.create_job("j5", "t", "aer", JobSpec(pubs=[], tasks=[[], []]), {"c0": b"x"}, 2)
     assert store.complete_task("j5", 0, b"from the worker that took over") == 1
     assert store.complete_task("j5", 1, b"b") == 2
     assert store.complete_task("j5", 0, b"late, from the stopped worker") == 0
