@@ -144,10 +144,14 @@ class JobService:
             lane = LANES[min(LANES.index(lane) + 1, len(LANES) - 1)]
         queue_name = self.store.keys.queue(backend.name, lane)
         shots = sum(p.shots * len(p.values) for p in pubs)
-        created = self.store.create_job(
-            job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=shots
-        )
-        queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)))
+        # the job and its tasks land in one transaction: a crash (API or Redis) between the two
+        # would leave a job that a retried submission (same Idempotency-Key) finds but nothing runs
+        with self.store.redis.pipeline() as pipe:
+            created = self.store.create_job(
+                job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=shots, pipe=pipe
+            )
+            queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)), pipe=pipe)
+            pipe.execute()
         log.info(
             "job submitted",
             extra={"job_id": job_id, "tenant": tenant, "backend": backend.name, "tasks": len(plan.tasks)},

@@ -54,14 +54,18 @@ def enqueue(
     tasks: Iterable[int],
     reason: Reason = "first",
     attempt: int = 0,
+    pipe: Any = None,
 ) -> None:
-    """Put tasks of a job on a lane queue; ``reason`` keeps RQ job ids unique when a task is queued again."""
+    """Put tasks of a job on a lane queue; ``reason`` keeps RQ job ids unique when a task is queued again.
+    Within ``pipe`` (a transaction the caller executes) if given, else in one of its own."""
     # 1 s, then 2 s between tries (RQ's scheduler wakes once a second, so finer steps would not hold)
     retry = Retry(max=settings.task_retries, interval=[1, 2]) if settings.task_retries else None
     suffix = _suffix(reason, attempt)
     queue = _queue(store, queue_name)
     tasks = list(tasks)
-    with store.redis.pipeline() as pipe:
+    own = pipe is None
+    pipe = store.redis.pipeline() if own else pipe
+    try:
         queue.enqueue_many(
             [
                 Queue.prepare_data(
@@ -79,7 +83,11 @@ def enqueue(
             pipeline=pipe,
         )
         store.ring(pipe, queue_name, len(tasks))  # wakes idle workers (see LeasingQueue)
-        pipe.execute()
+        if own:
+            pipe.execute()
+    finally:
+        if own:
+            pipe.reset()
 
 
 def remove(store: Store, queue_name: str, job_id: str, tasks: Iterable[int]) -> None:

@@ -109,6 +109,7 @@ class Child:
     """How to start one child again, and its restart history (for backoff)."""
 
     start: Callable[[], subprocess.Popen[bytes]]
+    again_after_clean_exit: bool = True  # False for workers: one that exits 0 was drained, and stays down
     restarts: int = 0
     started_at: float = 0.0
     due: float | None = None  # when a dead child is to be started again
@@ -155,8 +156,10 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def _child(self, name: str, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-        self.children[name] = Child(start, started_at=time.monotonic())
+    def _child(
+        self, name: str, start: Callable[[], subprocess.Popen[bytes]], again_after_clean_exit: bool = True
+    ) -> subprocess.Popen[bytes]:
+        self.children[name] = Child(start, again_after_clean_exit, started_at=time.monotonic())
         proc = start()
         self.procs[name] = proc
         return proc
@@ -236,7 +239,7 @@ class Stack:
                 f"worker{i}", [sys.executable, "-m", "service.cli", *args], QFLEET_WORKER_THREADS=str(threads)
             )
 
-        return self._child(f"worker{i}", start)
+        return self._child(f"worker{i}", start, again_after_clean_exit=False)
 
     def start_device_worker(self) -> subprocess.Popen[bytes] | None:
         """One worker for the QPU backends (the wukong72 model, and adapters with credentials): a QPU
@@ -253,7 +256,7 @@ class Stack:
                 "device", [sys.executable, "-m", "service.cli", *args], QFLEET_WORKER_THREADS=str(os.cpu_count() or 1)
             )
 
-        return self._child("device", start)
+        return self._child("device", start, again_after_clean_exit=False)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -276,13 +279,17 @@ class Stack:
         Says what it does through ``say``; returns the names it started again."""
         now = time.monotonic()
         started = []
-        for name, child in self.children.items():
+        for name, child in list(self.children.items()):
             proc = self.procs.get(name)
             if proc is not None and proc.poll() is None:
                 continue
             if proc is not None:  # just found dead
                 _kill_group(proc)  # what it forked (RQ's scheduler) goes with it
                 del self.procs[name]
+                if proc.returncode == 0 and not child.again_after_clean_exit:
+                    del self.children[name]
+                    self.say(f"qfleet: {name} (pid {proc.pid}) stopped cleanly (drained); not restarting it")
+                    continue
                 if now - child.started_at > 60:
                     child.restarts = 0
                 delay = min(30.0, 0.5 * 2**child.restarts)

@@ -340,10 +340,13 @@ class Store:
         tasks_total: int,
         queue: str = "",
         shots: int = 0,
+        pipe: Any = None,
     ) -> float:
+        """Write a new job; within ``pipe`` (executed by the caller, with the job's tasks) if given."""
         now = time.time()
         k = self.keys
-        pipe = self.redis.pipeline(transaction=True)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=True) if own else pipe
         pipe.hset(k.job_data(job_id), mapping=data)  # type: ignore[arg-type]
         pipe.expire(k.job_data(job_id), self.ttl_s)
         pipe.hset(
@@ -368,7 +371,8 @@ class Store:
         pipe.hincrby(k.usage(tenant), f"{hour}|jobs", 1)
         pipe.hincrby(k.usage(tenant), f"{hour}|shots", int(shots))
         pipe.expire(k.usage(tenant), 8 * 86400)
-        pipe.execute()
+        if own:
+            pipe.execute()
         return now
 
     def job(self, job_id: str) -> dict[str, str] | None:
