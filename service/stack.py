@@ -86,6 +86,7 @@ def start_redis(
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches `qfleet up` only, which stops Redis last
         preexec_fn=_die_with_parent,
     )
     assert proc.stdin is not None
@@ -338,7 +339,7 @@ class Stack:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL what is left of a dead child's process group (children run in their own sessions)."""
+    """SIGKILL what is left of a dead child's process group (every child leads its own session)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):  # nothing left (or not a group of ours)

@@ -28,8 +28,13 @@ N = 16  # wide enough that a task runs for a good fraction of a second on one co
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {"QFLEET_LEASE_S": "1.5", "QFLEET_TASK_RETRIES": "3", "QFLEET_TASK_TARGET_S": "0.1"}
-    with Stack(
-        port=free_port(), workers=2, threads_per_worker=1, env=env, log_dir=tmp_path_factory.mktemp("faults")
+    with Stack(  # simulators only: a device worker would just compete for the cores
+        port=free_port(),
+        workers=2,
+        threads_per_worker=1,
+        env=env,
+        device_worker=False,
+        log_dir=tmp_path_factory.mktemp("faults"),
     ) as stack:
         yield stack
 
@@ -185,15 +190,16 @@ def test_redis_killed_9_mid_run_loses_no_acknowledged_job(fault_stack: Stack, fc
     refused: list[str] = []
     stop = threading.Event()
 
+    client = Client(fault_stack.url, api_key=fault_stack.api_key)  # the job handles use it after the thread
+
     def submit() -> None:
-        with Client(fault_stack.url, api_key=fault_stack.api_key) as client:
-            while not stop.is_set():
-                v = rng.uniform(0, 2 * np.pi, (3, small_circuit.num_parameters))
-                try:
-                    acknowledged.append((client.estimate([(small_circuit, small_obs, v)]), v))
-                except Exception as exc:  # not acknowledged: the client saw the outage
-                    refused.append(type(exc).__name__)
-                time.sleep(0.01)
+        while not stop.is_set():
+            v = rng.uniform(0, 2 * np.pi, (3, small_circuit.num_parameters))
+            try:
+                acknowledged.append((client.estimate([(small_circuit, small_obs, v)]), v))
+            except Exception as exc:  # not acknowledged: the client saw the outage
+                refused.append(type(exc).__name__)
+            time.sleep(0.01)
 
     submitter = threading.Thread(target=submit)
     submitter.start()
@@ -209,9 +215,12 @@ def test_redis_killed_9_mid_run_loses_no_acknowledged_job(fault_stack: Stack, fc
     finally:
         stop.set()
         submitter.join(120)
-    assert len(acknowledged) >= before + 5, f"submissions did not resume: {refused[-3:]}"
-    check_rows_against_aer(big.result(timeout=300)[0].evs, values)
-    want = EstimatorV2()
-    for job, v in acknowledged:
-        evs = job.result(timeout=120)[0].evs  # type: ignore[attr-defined]
-        np.testing.assert_allclose(evs, want.run([(small_circuit, small_obs, v)]).result()[0].data.evs, atol=1e-8)
+    try:
+        assert len(acknowledged) >= before + 5, f"submissions did not resume: {refused[-3:]}"
+        check_rows_against_aer(big.result(timeout=300)[0].evs, values)
+        want = EstimatorV2()
+        for job, v in acknowledged:
+            evs = job.result(timeout=120)[0].evs  # type: ignore[attr-defined]
+            np.testing.assert_allclose(evs, want.run([(small_circuit, small_obs, v)]).result()[0].data.evs, atol=1e-8)
+    finally:
+        client.close()
