@@ -51,10 +51,12 @@ def redis_url(port: int, password: str | None = None, host: str = "127.0.0.1", d
 
 
 def start_redis(
-    port: int, workdir: Path, appendonly: bool = True, password: str | None = None
+    port: int, workdir: Path, appendonly: bool = True, maxmemory: str = "2gb", password: str | None = None
 ) -> subprocess.Popen[bytes]:
     """A private redis-server on loopback only, with a password when given (protected mode on
-    either way), persisting with AOF into ``workdir`` (fsync once a second: see the README)."""
+    either way), persisting with AOF into ``workdir`` (fsync once a second: see the README).
+    It is capped at ``maxmemory`` and never evicts (job data lost silently would break "nothing
+    acknowledged is lost"): near the cap the API refuses new jobs instead (storage_full)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise StackError("redis-server not found: install it (apt-get install redis-server) or set QFLEET_REDIS_URL")
@@ -82,6 +84,10 @@ def start_redis(
             "no",
             "--loglevel",
             "warning",
+            "--maxmemory",
+            maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,

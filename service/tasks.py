@@ -42,6 +42,7 @@ class PubSpec:
     shots: int  # 0: exact
     depth: int
     gradient: str | None  # the resolved method ("parameter-shift" | "adjoint"), or None
+    row_seconds: float = 0.0  # estimated compute per row: workers check for a cancel about this often
 
     def width(self, rows: int) -> int:
         """float64 values per result part (evs or stds) for ``rows`` rows of this PUB."""

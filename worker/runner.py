@@ -212,14 +212,28 @@ class Runner:
         for i, start, stop in spec.tasks[task]:
             pub = spec.pubs[i]
             program, values, pairs = self._pub(job_id, i, pub.num_values)
-            seed = None if spec.seed is None else spec.seed + 7919 * task + i
-            if pub.mode == "product":
-                block = Block(values=values[start:stop], shots=pub.shots, seed=seed, noise=spec.noise)
-            else:
-                rows = pairs[start:stop]  # type: ignore[index]
-                block = Block(values[rows[:, 1]], rows[:, 0], shots=pub.shots, seed=seed, noise=spec.noise)
-            evs, stds, grad, engine = self.compute(program, block, pub.gradient, backend)
+            seed = None if spec.seed is None else (spec.seed + 7919 * task + i) % 2**63
+            # Compute in chunks of about one task quantum, and stop between them once the job is
+            # cancelled or failed: a long segment must not hold the worker for a job nobody waits for.
+            step = max(1, int(self.settings.task_target_s / max(pub.row_seconds, 1e-9)))
+            chunks = []
+            for c, lo in enumerate(range(start, stop, step)):
+                if c and self.store.job_field(job_id, "status") in ("cancelled", "failed"):
+                    log.info("task %s of job %s stopped: the job is final", task, job_id)
+                    return -1
+                hi = min(stop, lo + step)
+                chunk_seed = None if seed is None else (seed + 104729 * c) % 2**63
+                if pub.mode == "product":
+                    block = Block(values[lo:hi], shots=pub.shots, seed=chunk_seed, noise=spec.noise)
+                else:
+                    rows = pairs[lo:hi]  # type: ignore[index]
+                    block = Block(values[rows[:, 1]], rows[:, 0], shots=pub.shots, seed=chunk_seed, noise=spec.noise)
+                *result, engine = self.compute(program, block, pub.gradient, backend)
+                chunks.append(result)
             engines_used.append(engine)
+            evs = np.concatenate([r[0] for r in chunks], axis=-1)
+            stds = np.concatenate([r[1] for r in chunks], axis=-1)
+            grad = None if chunks[0][2] is None else np.concatenate([r[2] for r in chunks], axis=-2)
             parts.append(pack_segment(evs, stds, grad))
             if backend == self.device.backend.name:
                 meta[str(i)] = self.device.describe(program, block)
