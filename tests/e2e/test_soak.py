@@ -149,11 +149,13 @@ def trials(stack: Stack, count: int) -> list[str]:
     return report
 
 
+@pytest.mark.timeout(3 * TRIAL_S + 300)  # each trial is bounded by TRIAL_S itself; the rest starts the stack
 def test_soak_short(soak_stack: Stack, cpu_hogs: None) -> None:
     print("\n".join(trials(soak_stack, 3)))
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(20 * TRIAL_S + 300)
 def test_soak_full(soak_stack: Stack, cpu_hogs: None) -> None:
     report = trials(soak_stack, 20)
     Path(soak_stack.log_dir or ".", "soak.txt").write_text("\n".join(report))
