@@ -184,6 +184,13 @@ def test_up_restarts_a_killed_api(up: Up) -> None:
     assert up.children("uvicorn") != [api_pid]
 
 
+def test_health_checks_this_hosts_own_worker(up: Up) -> None:
+    ok = up.cli("health")  # what each compose worker container runs
+    assert ok.returncode == 0 and ok.stdout.strip() == "ok", ok.stderr
+    stale = up.cli("health", "--max-age", "0")  # idle workers: no heartbeat that fresh, no lease
+    assert stale.returncode == 1 and "neither heartbeat nor hold a live lease" in stale.stderr
+
+
 def test_up_stops_on_sigterm_and_forgets_its_stack(up: Up) -> None:
     up.proc.send_signal(signal.SIGTERM)
     assert up.proc.wait(60) == 0
@@ -193,6 +200,14 @@ def test_up_stops_on_sigterm_and_forgets_its_stack(up: Up) -> None:
     gone = up.cli("keys", "list")  # nothing recorded now: one line saying what to set
     assert gone.returncode == 1 and "QFLEET_REDIS_URL" in gone.stderr
     assert len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+
+
+def test_health_fails_where_no_worker_of_this_host_runs(clean_redis: str) -> None:
+    env = {**os.environ, "QFLEET_REDIS_URL": clean_redis}
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "health"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 1 and "no worker of host" in out.stderr
 
 
 def test_cli_without_a_reachable_redis_says_what_to_set_in_one_line(tmp_path: Path) -> None:

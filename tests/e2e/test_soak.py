@@ -31,7 +31,7 @@ from service.stack import Stack, free_port
 from service.store import Store
 
 pytestmark = pytest.mark.e2e
-N = 14
+N = 18  # wide enough that 300 rows make dozens of tasks: faults land while the job runs
 ROWS = 300
 TRIAL_S = 90.0
 LEASE_S = 1.5
@@ -88,41 +88,47 @@ def worker_pid(stack: Stack, worker_name: str) -> int | None:
     return None
 
 
-def fault(stack: Stack, store: Store, rng: random.Random) -> str:
-    """One fault at a random moment: SIGKILL or SIGSTOP (past the lease) of a worker, chosen either
-    the instant a lease appears (right after its worker took a task) or after a random delay."""
+def live_workers(stack: Stack) -> list[tuple[str, int]]:
+    return [
+        (str(p.args[-1]), p.pid)
+        for n, p in list(stack.procs.items())
+        if n.startswith("worker") and p.poll() is None and isinstance(p.args, list)
+    ]
+
+
+def fault(stack: Stack, store: Store, rng: random.Random, job_id: str) -> str | None:
+    """One fault while the job runs: SIGKILL or SIGSTOP (past the lease) of a worker, chosen either
+    the instant a lease appears (right after its worker took a task) or after a random delay.
+    None if the job finished first."""
     kind = rng.choice(["SIGKILL", "SIGSTOP"])
     at_take = rng.random() < 0.5
-    deadline = time.monotonic() + 20
-    victim: tuple[str, int] | None = None
-    if at_take:
-        seen = set(store.leases())
-        while victim is None and time.monotonic() < deadline:
-            for lease in store.leases().keys() - seen:
+    not_before = time.monotonic() + (0.0 if at_take else rng.uniform(0.0, 1.0))
+    seen = set(store.leases())
+    while store.job_field(job_id, "status") not in ("done", "failed", "cancelled"):
+        victim = None
+        if at_take:
+            new = store.leases().keys() - seen
+            seen |= new
+            for lease in new:
                 holder = lease.rpartition("|")[2]
                 pid = worker_pid(stack, holder)
                 if pid is not None:
                     victim = holder, pid
                     break
-            time.sleep(0.002)
-    else:
-        time.sleep(rng.uniform(0.0, 2.0))
-        live = [
-            (str(p.args[-1]), p.pid)
-            for n, p in list(stack.procs.items())
-            if n.startswith("worker") and p.poll() is None and isinstance(p.args, list)
-        ]
-        victim = rng.choice(live) if live else None
-    if victim is None:
-        return "no victim found"
-    name, pid = victim
-    if kind == "SIGKILL":
-        os.killpg(pid, signal.SIGKILL)  # the worker and what it forked (RQ's scheduler)
-    else:
-        os.kill(pid, signal.SIGSTOP)
-        time.sleep(rng.uniform(LEASE_S * 1.5, LEASE_S * 4))  # past its lease: its task runs elsewhere
-        os.kill(pid, signal.SIGCONT)
-    return f"{kind} {name} {'at take' if at_take else 'at random'}"
+        elif time.monotonic() >= not_before:
+            live = live_workers(stack)  # none while the healer backs off from earlier kills
+            victim = rng.choice(live) if live else None
+        if victim is not None:
+            name, pid = victim
+            if kind == "SIGKILL":
+                os.killpg(pid, signal.SIGKILL)  # the worker and what it forked (RQ's scheduler)
+            else:
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(rng.uniform(LEASE_S * 1.5, LEASE_S * 4))  # past its lease: its task runs elsewhere
+                os.kill(pid, signal.SIGCONT)
+            return f"{kind} {name} {'at take' if at_take else 'at random'}"
+        time.sleep(0.002)
+    return None
 
 
 def trials(stack: Stack, count: int) -> list[str]:
@@ -136,7 +142,7 @@ def trials(stack: Stack, count: int) -> list[str]:
             t0 = time.monotonic()
             values = np_rng.uniform(0, 2 * np.pi, (ROWS, circuit.num_parameters))
             job = client.estimate([(circuit, obs, values)])
-            what = fault(stack, store, rng)
+            what = fault(stack, store, rng, job.id) or "no fault: the job finished first"
             left = TRIAL_S - (time.monotonic() - t0)
             evs = job.result(timeout=max(1.0, left))[0].evs
             took = time.monotonic() - t0
@@ -146,6 +152,9 @@ def trials(stack: Stack, count: int) -> list[str]:
             np.testing.assert_allclose(evs[:, pick], want, atol=1e-8, err_msg=f"trial {i} ({what})")
             assert evs.shape == (N, ROWS)
             report.append(f"trial {i}: {what}; {took:.1f} s")
+    faults = sum("no fault" not in line for line in report)
+    assert faults >= count * 2 // 3, "\n".join(report)  # the trials did test something
+    report.append(f"{count} trials held, {faults} with a fault")
     return report
 
 
