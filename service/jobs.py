@@ -95,7 +95,7 @@ class JobService:
         queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
         # the job and its tasks land in one transaction: a crash (API or Redis) between the two
         # would leave a job that a retried submission (same Idempotency-Key) finds but nothing runs
-        with self.store.redis.pipeline() as pipe:
+        with self.store.transaction() as pipe:
             created = self.store.create_job(
                 job_id,
                 tenant,

@@ -442,6 +442,10 @@ class Store:
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
+    def transaction(self) -> Any:
+        """A MULTI/EXEC pipeline, for writes that must land together (a job and its tasks)."""
+        return self.redis.pipeline(transaction=True)
+
     def memory(self) -> tuple[int, int]:
         """(bytes used, maxmemory; 0 when uncapped) of the Redis server."""
         info = self.redis.info("memory")
