@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q torch==2.13.0  # the CPU build; before anything that depends on torch
-	$(BIN)/pip install -q -e "./client[qiskit,progress,torch]" -e ".[dev]"
+	$(BIN)/pip install -q -e "./client[qiskit,progress,torch]" -e ".[dev,demo]"
 	touch $@
 
 redis:
@@ -24,6 +24,7 @@ up: setup
 	$(BIN)/qfleet up --port 8000 --workers 2
 
 test: setup
+	@scripts/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 lint: setup
