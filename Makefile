@@ -23,9 +23,9 @@ demo: setup
 up: setup
 	$(BIN)/qfleet up --port 8000 --workers 2
 
-test: setup
+test: setup  # also installs chromium for the browser tests; TESTS=tests/unit runs a part
 	@scripts/ensure-chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(TESTS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy client/qfleet service worker
