@@ -6,8 +6,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 from qfleet.wire import (
@@ -20,16 +18,17 @@ from qfleet.wire import (
     PubResult,
     encode_array,
 )
-from rq import Queue, Worker
-from rq.serializers import JSONSerializer
 
+from . import queueing
+from .admission import Admission
 from .backends import Backend, all_backends
-from .errors import InvalidRequest, NotFound, RateLimited
-from .planner import assemble, plan_job
+from .errors import NotFound
+from .parsing import shared_pool
+from .planner import plan_job, price_job
 from .pubs import CircuitCache, parse_pub
-from .queueing import enqueue_tasks
 from .settings import Settings, TenantLimits
-from .store import LANES, Store
+from .store import Store
+from .tasks import assemble
 
 log = logging.getLogger("qfleet.api")
 RECORD_FIELDS = (
@@ -46,119 +45,58 @@ RECORD_FIELDS = (
 
 
 class JobService:
+    """The job lifecycle: submit, info, result, cancel, re-queue, and the lease reaper."""
+
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.backends: dict[str, Backend] = all_backends(settings)
+        self.admission = Admission(settings, store, self.backends)
         self.circuits = CircuitCache()
-        self._queues: dict[str, Queue] = {}
-        self._limits: dict[str, tuple[float, TenantLimits]] = {}
-
-    def queue(self, name: str) -> Queue:
-        """An RQ queue by its full name (see Keys.queue)."""
-        if name not in self._queues:
-            self._queues[name] = Queue(name, connection=self.store.redis, serializer=JSONSerializer)
-        return self._queues[name]
+        self.parsers = shared_pool(settings.parsers, settings.parse_timeout_s, settings.parse_memory_bytes)
 
     def backend(self, name: str) -> Backend:
-        backend = self.backends.get(name)
-        if backend is None:
-            raise InvalidRequest(
-                f"unknown backend '{name}'; GET /v1/backends lists them ({', '.join(sorted(self.backends))})",
-                code="unknown_backend",
-                backend=name,
-            )
-        return backend
+        return self.admission.backend(name)
 
     def limits(self, tenant: str) -> TenantLimits:
-        """A tenant's limits, read at most once a second per API process (an admin's change applies within 1 s)."""
-        cached = self._limits.get(tenant)
-        if cached is not None and time.monotonic() - cached[0] < 1.0:
-            return cached[1]
-        limits = TenantLimits.model_validate({**self.settings.tenant.model_dump(), **self.store.tenant_limits(tenant)})
-        self._limits[tenant] = (time.monotonic(), limits)
-        return limits
+        return self.admission.limits(tenant)
 
     def forget_limits(self, tenant: str) -> None:
-        self._limits.pop(tenant, None)
-
-    def check_rate(self, tenant: str, limits: TenantLimits) -> None:
-        wait = self.store.rate_wait(tenant, limits.jobs_per_second, limits.burst)
-        if wait > 0:
-            raise RateLimited(
-                f"more than {limits.jobs_per_second:g} submissions per second (burst {limits.burst}); retry after {wait:.2f} s",
-                retry_after=wait,
-            )
+        self.admission.forget_limits(tenant)
 
     def submit(self, request: JobRequest, tenant: str, idempotency_key: str | None = None) -> JobInfo:
-        limits = self.limits(tenant)
-        self.check_rate(tenant, limits)
-        backend = self.backend(request.backend)
-        if len(request.pubs) > self.settings.max_pubs:
-            raise InvalidRequest(
-                f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs"
-            )
-        allowed = replace(
-            backend,
-            num_qubits=min(backend.num_qubits, limits.max_qubits),
-            max_shots=min(backend.max_shots, limits.max_shots),
-        )
+        """Admit, parse, price, plan, store and queue a job: parse → admit → plan → store → enqueue."""
+        admission = self.admission
+        limits = admission.limits(tenant)
+        admission.check_rate(tenant, limits)
+        backend = admission.check_request(request, limits)
+        pubs = [
+            parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers)
+            for i, p in enumerate(request.pubs)
+        ]
         options = request.options
-        asked = {"shots": options.shots, "seed": options.seed, "noise": options.noise, "precision": options.precision}
-        for name, value in asked.items():
-            if value is not None and name not in backend.options:
-                raise InvalidRequest(
-                    f"backend '{backend.name}' does not accept option '{name}'; it accepts {list(backend.options)}",
-                    code="option_not_supported",
-                    option=name,
-                )
-        if backend.unavailable:
-            raise InvalidRequest(
-                f"backend '{backend.name}' is unavailable: {backend.unavailable}", code="backend_unavailable"
-            )
-        pubs = [parse_pub(i, p, request, allowed, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
-        device = backend.task_scale > 1
+        noise = True if options.noise is None else options.noise
+        price = price_job(pubs, backend.is_device, noise)
+        admission.check_price(price, limits, backend)
         plan = plan_job(
             pubs,
             self.settings.task_target_s * backend.task_scale,
-            request.options.gradient,
-            qubit_cap=12 if device else 30,
+            backend.is_device,
+            seed=options.seed,
+            noise=noise,
+            priority=options.priority,
         )
-        max_circuits = min(self.settings.max_circuits, limits.max_circuits)
-        if plan.circuits > max_circuits:
-            raise InvalidRequest(
-                f"the job has {plan.circuits} circuit evaluations; the limit is {max_circuits}",
-                code="too_many_circuits",
-            )
-        jobs_in_flight, tasks_in_flight = self.store.inflight(tenant)
-        if (
-            jobs_in_flight >= limits.max_jobs_in_flight
-            or tasks_in_flight + len(plan.tasks) > limits.max_tasks_in_flight
-        ):
-            raise RateLimited(
-                f"{jobs_in_flight} jobs and {tasks_in_flight} tasks already in flight (limits {limits.max_jobs_in_flight} "
-                f"and {limits.max_tasks_in_flight}); wait for some to finish",
-                code="too_much_in_flight",
-                retry_after=1.0,
-            )
+        admission.check_inflight(tenant, limits, len(plan.tasks))
         job_id = "j-" + uuid.uuid4().hex[:20]
         if idempotency_key:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
             if existing is not None:
                 return self.info(existing, tenant)
-        plan.spec["seed"] = request.options.seed
-        plan.spec["cost_units"] = plan.cost_units
-        plan.spec["priority"] = request.options.priority
-        plan.spec["noise"] = True if request.options.noise is None else request.options.noise
-        lane: str = request.options.priority
-        if len(plan.tasks) > self.settings.fair_share_tasks:
-            lane = LANES[min(LANES.index(lane) + 1, len(LANES) - 1)]
-        queue_name = self.store.keys.queue(backend.name, lane)
-        shots = sum(p.shots * len(p.values) for p in pubs)
+        queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
         created = self.store.create_job(
-            job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=shots
+            job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=price.shots
         )
-        self.enqueue(queue_name, job_id, range(len(plan.tasks)))
+        queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)))
         log.info(
             "job submitted",
             extra={"job_id": job_id, "tenant": tenant, "backend": backend.name, "tasks": len(plan.tasks)},
@@ -170,9 +108,6 @@ class JobService:
             progress=Progress(tasks_done=0, tasks_total=len(plan.tasks)),
             created_at=created,
         )
-
-    def enqueue(self, queue_name: str, job_id: str, tasks: Iterable[int], attempt: int = 0) -> None:
-        enqueue_tasks(self.store, self.settings, queue_name, job_id, tasks, f"_a{attempt}" if attempt else "")
 
     def reap(self) -> int:
         """Re-queue tasks whose worker stopped renewing their lease (killed, lost); returns how many."""
@@ -190,7 +125,7 @@ class JobService:
                 )
                 continue
             log.warning("task %s of job %s lost its worker; re-queued (attempt %d)", task, job_id, attempt + 1)
-            self.enqueue(record["queue"], job_id, [task], attempt=attempt)
+            queueing.enqueue(self.store, self.settings, record["queue"], job_id, [task], "retry", attempt)
             count += 1
         return count
 
@@ -232,7 +167,7 @@ class JobService:
             for pub_index, meta in per_pub.items():
                 engine_meta.setdefault(int(pub_index), meta)
         results = []
-        for i, (pub, arr) in enumerate(zip(spec["pubs"], arrays)):
+        for i, (pub, arr) in enumerate(zip(spec.pubs, arrays)):
             grad = arr["gradient"]
             results.append(
                 PubResult(
@@ -240,11 +175,11 @@ class JobService:
                     stds=encode_array(arr["stds"]),
                     gradient=None if grad is None else encode_array(grad),
                     metadata={
-                        "shape": pub["shape"],
-                        "shots": pub["shots"] or None,
-                        "precision": pub["precision"],
-                        "num_qubits": pub["n"],
-                        "mode": pub["mode"],
+                        "shape": list(pub.shape),
+                        "shots": pub.shots or None,
+                        "precision": pub.precision,
+                        "num_qubits": pub.num_qubits,
+                        "mode": pub.mode,
                         **engine_meta.get(i, {}),
                     },
                 )
@@ -257,8 +192,8 @@ class JobService:
             results=results,
             metadata={
                 "backend": record["backend"],
-                "tasks": len(spec["tasks"]),
-                "cost_units": spec.get("cost_units"),
+                "tasks": len(spec.tasks),
+                "cost_units": spec.cost_units,
                 "queued_s": round(started - float(record["created_at"]), 6),
                 "running_s": round(finished - started, 6),
             },
@@ -274,18 +209,15 @@ class JobService:
     def cancel(self, job_id: str, tenant: str) -> JobInfo:
         record = self._record(job_id, tenant)
         if record["status"] not in TERMINAL_STATUSES and self.store.finish(job_id, "cancelled"):
-            queue = self.queue(record["queue"])
-            for t in range(int(record["tasks_total"])):
-                queue.remove(self.store.keys.rq_job_id(job_id, t))  # workers skip any left: the job is final
+            # workers skip any copy left queued: the job is final
+            queueing.remove(self.store, record["queue"], job_id, range(int(record["tasks_total"])))
         return self.info(job_id, tenant)
 
     def queue_depth(self, backend: str) -> dict[str, int]:
-        return {lane: int(self.queue(self.store.keys.queue(backend, lane)).count) for lane in LANES}
+        return queueing.depth(self.store, backend)
 
     def workers_on(self, backend: str) -> int:
-        return int(
-            Worker.count(connection=self.store.redis, queue=self.queue(self.store.keys.queue(backend, "normal")))
-        )
+        return queueing.workers_on(self.store, backend)
 
     def estimated_wait(self, backend: str, queued: int, workers: int) -> float:
         """Queued tasks times the backend's recent mean task time, shared among its workers."""
@@ -294,4 +226,14 @@ class JobService:
         return round(queued * mean / max(1, workers), 3)
 
     def worker_count(self) -> int:
-        return int(Worker.count(connection=self.store.redis))
+        return queueing.worker_count(self.store)
+
+    def requeue_failed(self, job_id: str) -> bool:
+        """Run a failed job's unfinished tasks again (an admin's action); its done tasks stay done."""
+        record = self.store.job(job_id)
+        if record is None or not self.store.reopen(job_id):
+            return False
+        done = self.store.done_tasks(job_id)
+        missing = [t for t in range(int(record["tasks_total"])) if t not in done]
+        queueing.enqueue(self.store, self.settings, record["queue"], job_id, missing, "requeue")
+        return True

@@ -1,19 +1,15 @@
-"""Pricing a job, sharding it into tasks, and putting task results back together.
+"""Pricing a job and sharding it into tasks: parsed PUBs in, a complete
+:class:`~service.tasks.JobSpec` and its payload blobs out.
 
-A PUB's work is a list of rows. In *product* mode a row is one parameter set and a task
-computes every observable on it, giving a (K, rows) block; this is the usual training
-case (observables (K, 1) against parameters (B, P)). In *zip* mode, used when a product
-would compute much more than the broadcast shape needs, a row is one (observable,
-parameter set) pair of the broadcast result. A task is a list of segments
-``[pub, start, stop]``: a slice of one big PUB, or several small PUBs together, priced
-to run for about ``task_target_s``.
-
-The result bytes of a task are, per segment: evs, then stds, then (with gradients) the
-gradient, all float64.
+Product mode (every observable on each parameter set) is the usual training case,
+observables (K, 1) against parameters (B, P); zip mode is chosen when a product would
+compute much more than the broadcast shape needs. Tasks are priced to run for about
+``task_target_s`` (the row layout is described in :mod:`service.tasks`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .pubs import ParsedPub
+from .tasks import JobSpec, PubSpec, Segment
 
 # Seconds per row on one core: a fixed part per circuit execution, plus a part that scales
 # with the statevector size times the work per state (gates and observable terms). Fitted
@@ -34,49 +31,92 @@ COST_QUBIT_CAP = 30
 
 
 @dataclass
+class Price:
+    """What a job will cost, computed before anything is stored or queued; admission holds
+    each figure against a limit."""
+
+    evaluations: int = 0  # expectation values computed: broadcast size K×M, times 2G+1 shifts for gradients
+    executions: int = 0  # circuit runs: rows, times the shifted copies
+    shots: int = 0  # executions × shots
+    result_bytes: int = 0  # float64 evs, stds and gradients the job stores and returns
+    payload_bytes: int = 0  # circuits, parameter rows and observables stored for the workers
+    seconds: float = 0.0  # estimated compute on one core
+    max_row_seconds: float = 0.0  # the costliest single row: no task can be shorter than this
+
+
+@dataclass
 class Plan:
-    spec: dict[str, Any]
+    spec: JobSpec
     data: dict[str, bytes]
-    tasks: list[list[list[int]]]
-    cost_units: float
-    circuits: int
+    price: Price
+
+    @property
+    def tasks(self) -> list[list[Segment]]:
+        return self.spec.tasks
 
 
-def gradient_factor(method: str | None, num_parameters: int) -> float:
-    if not method:
-        return 1.0
-    if method == "parameter-shift":
-        return 2.0 * num_parameters + 1.0
-    return 3.0 + 0.1 * num_parameters  # adjoint: a few passes, and a P-wide reduction
+def fan_out(pub: ParsedPub) -> int:
+    """Circuits run per row: the row itself, and for parameter shift two per shifted rotation angle."""
+    return 2 * pub.info.shift_terms + 1 if pub.gradient == "parameter-shift" else 1
 
 
-def row_seconds(pub: ParsedPub, mode: str, qubit_cap: int = COST_QUBIT_CAP) -> float:
+def gradient_factor(pub: ParsedPub) -> float:
+    if pub.gradient == "adjoint":
+        return 3.0 + 0.1 * pub.num_parameters  # a few passes, and a P-wide reduction
+    return float(fan_out(pub))
+
+
+def row_seconds(pub: ParsedPub, mode: str, device: bool = False, noise: bool = True) -> float:
+    """Estimated seconds of one row (with its gradient) on one core."""
     terms = sum(len(o) for o in pub.observables)
     per_row_terms = terms if mode == "product" else terms / max(1, len(pub.observables))
-    amps = 2.0 ** min(pub.num_qubits, qubit_cap)
-    seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (pub.circuit.size() + per_row_terms)
+    if device:
+        seconds = device_run_seconds(pub.num_qubits, pub.info.size, pub.shots, noise) * max(1.0, per_row_terms)
+        return float(seconds * gradient_factor(pub))
+    amps = 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP)
+    seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (pub.info.size + per_row_terms)
     if pub.shots:
         seconds = seconds * _AER_FACTOR + _SHOT_S * pub.shots * max(1.0, per_row_terms)
-    return float(seconds * gradient_factor(pub.gradient, pub.num_parameters))
+    return float(seconds * gradient_factor(pub))
+
+
+def device_run_seconds(num_qubits: int, ops: int, shots: int, noise: bool) -> float:
+    """One run of a circuit on the device model, for one group of commuting observables, by the
+    method the device engine picks (worker/engines/device.py). Fitted with some margin on the
+    training ansatz on a loaded 2-core machine: noisy n=8 density matrix ~1 s at 1024 shots,
+    n=12 statevector trajectories ~1.7 s, 72-qubit MPS trajectories ~0.06-0.1 s a shot."""
+    sampling = _SHOT_S * shots
+    if not noise:
+        if num_qubits <= 20:
+            return _ROW_FIXED_S + _AER_FACTOR * _ROW_PER_AMP_OP_S * 2.0**num_qubits * ops + sampling
+        return 1e-4 * ops + sampling  # one matrix-product-state pass
+    if num_qubits <= 10:
+        return 0.05 + 3e-7 * 4.0**num_qubits * ops + sampling  # density matrix
+    if num_qubits <= 20:
+        return 6e-9 * shots * 2.0**num_qubits * ops  # a statevector trajectory per shot
+    return 2e-4 * shots * ops  # a matrix-product-state trajectory per shot
 
 
 def choose_mode(pub: ParsedPub) -> str:
-    size = int(np.prod(pub.shape)) if pub.shape else 1
-    return "product" if len(pub.observables) * len(pub.values) <= 2 * size else "zip"
+    return "product" if len(pub.observables) * len(pub.values) <= 2 * pub.size else "zip"
 
 
 def plan_job(
-    pubs: list[ParsedPub], task_target_s: float, gradient: str | None = None, qubit_cap: int = COST_QUBIT_CAP
+    pubs: list[ParsedPub],
+    task_target_s: float,
+    device: bool = False,
+    *,
+    seed: int | None = None,
+    noise: bool = True,
+    priority: str = "normal",
 ) -> Plan:
-    """Shard PUBs into tasks. ``qubit_cap`` bounds the 2^n in the cost model: device models
-    simulate wide circuits as matrix-product states, whose cost does not grow as 2^n."""
-    pub_specs: list[dict[str, Any]] = []
+    """Shard PUBs into tasks priced with the simulators' or the device model's cost (``device``)."""
+    pub_specs: list[PubSpec] = []
     data: dict[str, bytes] = {}
-    tasks: list[list[list[int]]] = []
-    current: list[list[int]] = []
+    tasks: list[list[Segment]] = []
+    current: list[Segment] = []
     current_s = 0.0
     cost_units = 0.0
-    circuits = 0
     for i, pub in enumerate(pubs):
         mode = choose_mode(pub)
         if mode == "product":
@@ -90,26 +130,27 @@ def plan_job(
         data[f"c{i}"] = pub.qpy
         data[f"p{i}"] = np.ascontiguousarray(pub.values, dtype="<f8").tobytes()
         data[f"o{i}"] = _json_bytes(pub.observables)
+        depth = pub.info.depth
+        row_s = row_seconds(pub, mode, device, noise)
         pub_specs.append(
-            {
-                "n": pub.num_qubits,
-                "P": pub.num_parameters,
-                "K": len(pub.observables),
-                "M": len(pub.values),
-                "rows": rows,
-                "mode": mode,
-                "shape": list(pub.shape),
-                "obs_shape": list(pub.obs_shape),
-                "par_shape": list(pub.par_shape),
-                "precision": pub.precision,
-                "shots": pub.shots,
-                "depth": pub.circuit.depth(),
-                "gradient": pub.gradient,
-            }
+            PubSpec(
+                num_qubits=pub.num_qubits,
+                num_parameters=pub.num_parameters,
+                num_observables=len(pub.observables),
+                num_values=len(pub.values),
+                rows=rows,
+                mode=mode,
+                shape=tuple(pub.shape),
+                obs_shape=tuple(pub.obs_shape),
+                par_shape=tuple(pub.par_shape),
+                precision=pub.precision,
+                shots=pub.shots,
+                depth=depth,
+                gradient=pub.gradient,
+                row_seconds=row_s,
+            )
         )
-        circuits += rows
-        cost_units += rows * 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP) * max(1, pub.circuit.depth())
-        row_s = row_seconds(pub, mode, qubit_cap)
+        cost_units += rows * 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP) * max(1, depth)
         chunks = max(1, math.ceil(rows * row_s / task_target_s))
         chunk = math.ceil(rows / chunks)
         for start in range(0, rows, chunk):
@@ -118,73 +159,33 @@ def plan_job(
             if current and current_s + seconds > task_target_s:
                 tasks.append(current)
                 current, current_s = [], 0.0
-            current.append([i, start, stop])
+            current.append(Segment(i, start, stop))
             current_s += seconds
     if current:
         tasks.append(current)
-    spec = {"pubs": pub_specs, "tasks": tasks, "gradient": gradient}
-    return Plan(spec=spec, data=data, tasks=tasks, cost_units=cost_units, circuits=circuits)
+    spec = JobSpec(pubs=pub_specs, tasks=tasks, seed=seed, noise=noise, priority=priority, cost_units=cost_units)
+    return Plan(spec=spec, data=data, price=price_job(pubs, device, noise))
+
+
+def price_job(pubs: list[ParsedPub], device: bool = False, noise: bool = True) -> Price:
+    """The job's price from its parsed PUBs alone: cheap, and computed before planning builds
+    anything whose size the price bounds."""
+    price = Price()
+    for pub in pubs:
+        mode = choose_mode(pub)
+        rows = len(pub.values) if mode == "product" else pub.size
+        row_s = row_seconds(pub, mode, device, noise)
+        price.evaluations += pub.size * fan_out(pub)
+        price.executions += rows * fan_out(pub)
+        price.shots += rows * fan_out(pub) * pub.shots
+        price.result_bytes += pub.size * 8 * (2 + (pub.num_parameters if pub.gradient else 0))
+        observables = sum(len(o) * (len(next(iter(o), "")) + 28) + 3 for o in pub.observables)
+        pairs = 16 * pub.size if mode == "zip" else 0
+        price.payload_bytes += len(pub.qpy) + pub.values.nbytes + observables + pairs
+        price.seconds += rows * row_s
+        price.max_row_seconds = max(price.max_row_seconds, row_s)
+    return price
 
 
 def _json_bytes(value: Any) -> bytes:
-    import json
-
     return json.dumps(value, separators=(",", ":")).encode()
-
-
-def segment_width(pub: dict[str, Any], rows: int) -> int:
-    """Number of float64 values per result part (evs or stds) for ``rows`` rows."""
-    return pub["K"] * rows if pub["mode"] == "product" else rows
-
-
-def pack_segment(evs: np.ndarray, stds: np.ndarray, gradient: np.ndarray | None) -> bytes:
-    parts = [np.ascontiguousarray(evs, "<f8").tobytes(), np.ascontiguousarray(stds, "<f8").tobytes()]
-    if gradient is not None:
-        parts.append(np.ascontiguousarray(gradient, "<f8").tobytes())
-    return b"".join(parts)
-
-
-def assemble(spec: dict[str, Any], results: dict[int, bytes]) -> list[dict[str, np.ndarray | None]]:
-    """Put task results back in request order: per PUB, evs and stds of its broadcast shape."""
-    pubs = spec["pubs"]
-    with_grad = bool(spec.get("gradient"))
-    blocks: list[list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]] = [[] for _ in pubs]
-    for t, segments in enumerate(spec["tasks"]):
-        raw = np.frombuffer(results[t], dtype="<f8")
-        pos = 0
-        for i, start, stop in segments:
-            pub = pubs[i]
-            width = segment_width(pub, stop - start)
-            evs = raw[pos : pos + width]
-            stds = raw[pos + width : pos + 2 * width]
-            pos += 2 * width
-            grad = None
-            if with_grad:
-                grad = raw[pos : pos + width * pub["P"]]
-                pos += width * pub["P"]
-            blocks[i].append((start, evs, stds, grad))
-    out = []
-    for pub, pieces in zip(pubs, blocks):
-        pieces.sort(key=lambda b: b[0])
-        P = pub["P"]
-        shape = tuple(pub["shape"])
-        if pub["mode"] == "product":
-            K, M = pub["K"], pub["M"]
-            evs = np.concatenate([p[1].reshape(K, -1) for p in pieces], axis=1)
-            stds = np.concatenate([p[2].reshape(K, -1) for p in pieces], axis=1)
-            obs_idx = np.arange(K).reshape(pub["obs_shape"])
-            par_idx = np.arange(M).reshape(pub["par_shape"])
-            o, r = np.broadcast_arrays(obs_idx, par_idx)
-            grad = None
-            if with_grad:
-                g = np.concatenate([p[3].reshape(K, -1, P) for p in pieces], axis=1)  # type: ignore[union-attr]
-                grad = g[o, r].reshape(shape + (P,))
-            out.append({"evs": evs[o, r].reshape(shape), "stds": stds[o, r].reshape(shape), "gradient": grad})
-        else:
-            evs = np.concatenate([p[1] for p in pieces]).reshape(shape)
-            stds = np.concatenate([p[2] for p in pieces]).reshape(shape)
-            grad = None
-            if with_grad:
-                grad = np.concatenate([p[3] for p in pieces]).reshape(shape + (P,))
-            out.append({"evs": evs, "stds": stds, "gradient": grad})
-    return out

@@ -9,23 +9,23 @@ template is compiled once for all its steps.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 from qiskit import qpy
 from qiskit.quantum_info import SparsePauliOp
-from rq.exceptions import AbandonedJobError
 
+from service import queueing
+from service.backends import Backend, all_backends
 from service.devices.wukong72 import Wukong72Backend
-from service.planner import pack_segment
-from service.queueing import enqueue_tasks
 from service.settings import Settings
 from service.store import Store, TaskStats
+from service.tasks import JobSpec, pack_segment
 
 from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
@@ -67,6 +67,7 @@ class Runner:
             shot_time_s=settings.device_shot_time_s,
         )
         self.engines: dict[str, Engine] = {"aer": AerEngine(settings.worker_threads), "lightning": self.lightning}
+        self.backends: dict[str, Backend] = all_backends(settings)
         self._current: tuple[str, int] | None = None  # the task this process is running
         self._adapters: dict[str, Engine] = {}
         self._specs = _LRU(64)
@@ -83,7 +84,7 @@ class Runner:
         for engine in self.engines.values():
             engine.estimate(program, Block(values=np.zeros((1, 0))))
 
-    def _spec(self, job_id: str) -> dict[str, Any] | None:
+    def _spec(self, job_id: str) -> JobSpec | None:
         spec = self._specs.hit(job_id)
         if spec is None:
             spec = self.store.spec(job_id)
@@ -102,7 +103,7 @@ class Runner:
         digest = hashlib.sha256(circuit_raw + b"\0" + obs_raw).hexdigest()
         program = self._programs.hit(digest)
         if program is None:
-            (circuit,) = qpy.load(__import__("io").BytesIO(circuit_raw))
+            (circuit,) = qpy.load(io.BytesIO(circuit_raw))
             observables = [SparsePauliOp.from_list(list(o.items())) for o in json.loads(obs_raw)]
             program = self._programs.put(digest, Program(circuit, observables))
         P = program.circuit.num_parameters
@@ -117,7 +118,8 @@ class Runner:
         # cannot compile (multi-parameter angles), and every shot-based estimate.
         return ["aer"] if shots else ["lightning", "aer"]
 
-    def qpu_engine(self, backend: str) -> Engine:
+    def device_engine(self, backend: str) -> Engine:
+        """The engine of a device backend: the wukong72 model, or a real-QPU adapter."""
         if backend == "wukong72":
             return self.device
         if backend not in self._adapters:  # built on first use: they may open network sessions
@@ -135,33 +137,26 @@ class Runner:
         return self._adapters[backend]
 
     def compute(
-        self, program: Program, block: Block, gradient: str | None, used: list[str], backend: str = "aer"
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """evs, stds (and the gradient) of a block on the first engine that can run it."""
-        if backend in ("wukong72", "origin", "ibm"):
-            engine = self.qpu_engine(backend)
-            used.append(engine.name)
+        self, program: Program, block: Block, gradient: str | None, backend: str = "aer"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+        """evs, stds, the gradient (or None) of a block, and the name of the engine that ran it:
+        a device's own engine, else the first simulator engine that can run the block."""
+        if self.backends[backend].is_device:
+            engine = self.device_engine(backend)
             if gradient:
-                return parameter_shift(engine, program, block)
-            evs, stds = engine.estimate(program, block)
-            return evs, stds, None
+                return (*parameter_shift(engine, program, block), engine.name)
+            return (*engine.estimate(program, block), None, engine.name)
         if gradient == "adjoint":
             try:
-                result = self.lightning.gradient(program, block)
-                used.append("lightning-adjoint")
-                return result
+                return (*self.lightning.gradient(program, block), "lightning-adjoint")
             except EngineUnsupported as exc:
                 log.debug("adjoint unavailable (%s); using parameter shift", exc)
         for name in self.engine_order(block.shots):
             engine = self.engines[name]
             try:
                 if gradient:
-                    result = parameter_shift(engine, program, block)
-                    used.append(f"{name}-parameter-shift")
-                    return result
-                evs, stds = engine.estimate(program, block)
-                used.append(name)
-                return evs, stds, None
+                    return (*parameter_shift(engine, program, block), f"{name}-parameter-shift")
+                return (*engine.estimate(program, block), None, name)
             except EngineUnsupported as exc:
                 log.debug("engine %s skipped: %s", name, exc)
         raise RuntimeError("no engine could run this block")  # Aer runs every validated circuit
@@ -175,7 +170,7 @@ class Runner:
         if backend and self.store.is_paused(backend):
             # An admin paused this backend: put the task back at the end of its lane, slowly.
             time.sleep(0.5)
-            enqueue_tasks(self.store, self.settings, queue or "", job_id, [task], f"_p{uuid.uuid4().hex[:8]}")
+            queueing.enqueue(self.store, self.settings, queue or "", job_id, [task], "paused")
             return -1
         spec = self._spec(job_id)
         if spec is None:
@@ -201,31 +196,42 @@ class Runner:
                 except Exception as exc:  # Redis away; the task itself will notice
                     log.debug("lease renewal failed: %s", exc)
 
-    def _run(self, job_id: str, task: int, spec: dict[str, Any], backend: str, tenant: str, wait: float) -> int:
-        seed = spec.get("seed")
+    def _run(self, job_id: str, task: int, spec: JobSpec, backend: str, tenant: str, wait: float) -> int:
         parts: list[bytes] = []
         engines_used: list[str] = []
         meta: dict[str, Any] = {}
         t0 = time.perf_counter()
-        for i, start, stop in spec["tasks"][task]:
-            pub = spec["pubs"][i]
-            program, values, pairs = self._pub(job_id, i, int(pub["M"]))
-            if pub["mode"] == "product":
-                block = Block(values=values[start:stop])
-            else:
-                rows = pairs[start:stop]  # type: ignore[index]
-                block = Block(values=values[rows[:, 1]], obs_index=rows[:, 0])
-            block.shots = int(pub["shots"])
-            block.seed = None if seed is None else int(seed) + 7919 * task + i
-            self.device.noise = bool(spec.get("noise", True))
-            evs, stds, grad = self.compute(program, block, pub.get("gradient"), engines_used, backend)
+        for i, start, stop in spec.tasks[task]:
+            pub = spec.pubs[i]
+            program, values, pairs = self._pub(job_id, i, pub.num_values)
+            seed = None if spec.seed is None else (spec.seed + 7919 * task + i) % 2**63
+            # Compute in chunks of about one task quantum, and stop between them once the job is
+            # cancelled or failed: a long segment must not hold the worker for a job nobody waits for.
+            step = max(1, int(self.settings.task_target_s / max(pub.row_seconds, 1e-9)))
+            chunks = []
+            for c, lo in enumerate(range(start, stop, step)):
+                if c and self.store.job_field(job_id, "status") in ("cancelled", "failed"):
+                    log.info("task %s of job %s stopped: the job is final", task, job_id)
+                    return -1
+                hi = min(stop, lo + step)
+                chunk_seed = None if seed is None else (seed + 104729 * c) % 2**63
+                if pub.mode == "product":
+                    block = Block(values[lo:hi], shots=pub.shots, seed=chunk_seed, noise=spec.noise)
+                else:
+                    rows = pairs[lo:hi]  # type: ignore[index]
+                    block = Block(values[rows[:, 1]], rows[:, 0], shots=pub.shots, seed=chunk_seed, noise=spec.noise)
+                *result, engine = self.compute(program, block, pub.gradient, backend)
+                chunks.append(result)
+            engines_used.append(engine)
+            evs = np.concatenate([r[0] for r in chunks], axis=-1)
+            stds = np.concatenate([r[1] for r in chunks], axis=-1)
+            grad = None if chunks[0][2] is None else np.concatenate([r[2] for r in chunks], axis=-2)
             parts.append(pack_segment(evs, stds, grad))
-            if backend == "wukong72":
-                meta[str(i)] = self.device.last_metadata
+            if backend == self.device.backend.name:
+                meta[str(i)] = self.device.describe(program, block)
         if meta:
             self.store.set_task_meta(job_id, task, meta)
-        circuits = sum(stop - start for _, start, stop in spec["tasks"][task])
-        stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, circuits)
+        stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
         outcome = self.store.complete_task(job_id, task, b"".join(parts), stats)
         log.info(
             "task done",
@@ -259,7 +265,7 @@ def run_task(job_id: str, task: int) -> int:
 
 def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:
     """RQ failure callback: after its retries a task fails its job, with the reason."""
-    if _runner is None or job.retries_left or (type is not None and issubclass(type, AbandonedJobError)):
+    if _runner is None or job.retries_left or queueing.is_abandoned(type):
         return  # retried by RQ; abandoned tasks are re-queued by the API's lease reaper
     job_id, task = job.args
     _runner.store.finish(

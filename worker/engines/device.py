@@ -25,11 +25,10 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, thermal_relaxation_error
 
+from service.backends import DEFAULT_SHOTS
 from service.devices.wukong72 import Wukong72Backend
 
 from . import Block, Program, as_block_result, block_pub
-
-DEFAULT_SHOTS = 4096
 
 
 @dataclass
@@ -55,8 +54,6 @@ class DeviceEngine:
             optimization_level=1, target=backend.target, seed_transpiler=11
         )
         self._noise: dict[tuple[int, ...], NoiseModel] = {}
-        self.noise = True  # set per task from the job's options
-        self.last_metadata: dict[str, Any] = {}
 
     def compile(self, program: Program) -> _Compiled:
         key = f"device:{self.backend.name}"
@@ -137,7 +134,7 @@ class DeviceEngine:
         return "matrix_product_state"
 
     def estimate(self, program: Program, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        noise = self.noise
+        noise = block.noise
         compiled = self.compile(program)
         shots = block.shots or DEFAULT_SHOTS
         method = self.method(len(compiled.physical), noise)
@@ -155,14 +152,18 @@ class DeviceEngine:
             data = estimator.run([pub]).result()[0].data
             if self.shot_time_s:
                 time.sleep(self.shot_time_s * shots * len(block.values))
-        self.last_metadata = {
-            "engine": f"aer-{method}" + ("-noisy" if noise else ""),
-            "shots": shots,
+        return as_block_result(data, shape)
+
+    def describe(self, program: Program, block: Block) -> dict[str, Any]:
+        """What ran a block: the provenance a result's metadata carries."""
+        compiled = self.compile(program)
+        return {
+            "engine": f"aer-{self.method(len(compiled.physical), block.noise)}" + ("-noisy" if block.noise else ""),
+            "shots": block.shots or DEFAULT_SHOTS,
             "seed": block.seed,
             "calibration": self.calibration["id"],
             "transpiled_depth": compiled.depth,
             "two_qubit_gates": compiled.two_qubit_gates,
             "physical_qubits": compiled.physical,
-            "noise": noise,
+            "noise": block.noise,
         }
-        return as_block_result(data, shape)
