@@ -151,12 +151,16 @@ def demo(
 
     from .stack import free_port
 
-    config = Config.quick() if quick else Config()
-    config = replace(config, backend=backend)
-    if backend != "aer":
+    config = replace(Config.quick() if quick else Config(), backend=backend)
+    device = backend not in ("aer", "lightning")  # shots and parameter shift, not exact and adjoint
+    if device:
         config = config.for_device()
     if url:
         raise typer.Exit(run(url, os.environ.get("QFLEET_API_KEY", ""), config, out))
+    if device:
+        # admission prices a row with its whole parameter-shift gradient (41 circuits, each of the
+        # 4 Z observables a run) at ~8.6 s on wukong72, over the 5 s default; it takes ~1.7 s here
+        os.environ.setdefault("QFLEET_TENANT_MAX_CIRCUIT_SECONDS", "60")
     stack = _start_stack(host="127.0.0.1", port=free_port(), workers=workers)
     typer.echo(f"qfleet is up at {stack.url} with {workers} workers")
     try:

@@ -89,6 +89,23 @@ def test_demo_quick_writes_the_table_and_plots_for_every_method(tmp_path: Path) 
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
 
+def test_demo_on_the_device_model_sends_the_quantum_adapter_to_wukong72(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "demo", "--quick", "--backend", "wukong72", "--workers", "1"]
+        + ["--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["backend"] == "wukong72" and results["config"]["shots"] == 1024
+    (qtha,) = [r for r in results["runs"] if r["method"] == "qtha"]
+    assert qtha["circuits"] == 9 and min(qtha["quantum_s"]) > 0  # one sequence a step, 9 positions
+    assert "on `wukong72`, 1024 shots" in (tmp_path / "results.md").read_text()
+
+
 def _compose_validator() -> jsonschema.Draft7Validator:
     schema = json.loads((ROOT / "tests" / "e2e" / "compose_spec" / "compose-spec.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
