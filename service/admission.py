@@ -19,6 +19,7 @@ from .settings import Settings, TenantLimits
 from .store import LANES, Store
 
 _OPTIONS = ("shots", "seed", "noise", "precision")
+DEVICE_SLICE_FACTOR = 10.0
 
 
 class Admission:
@@ -112,7 +113,8 @@ class Admission:
                 result_bytes=price.result_bytes,
                 limit=limits.max_result_bytes,
             )
-        max_circuit_s = limits.max_circuit_seconds
+        # A device runs one batch at a time and its circuits are slower: its bound is wider.
+        max_circuit_s = limits.max_circuit_seconds * (DEVICE_SLICE_FACTOR if backend.is_device else 1.0)
         if price.max_row_seconds > max_circuit_s:
             raise InvalidRequest(
                 f"one circuit run is estimated at {price.max_row_seconds:.3g} s on '{backend.name}'; the limit is "
@@ -128,14 +130,16 @@ class Admission:
         """Refuse new work while Redis is near its memory cap: it never evicts job data (noeviction),
         so a full Redis would otherwise fail writes of jobs already acknowledged."""
         now = time.monotonic()
+        need = price.payload_bytes + price.result_bytes
         at, used, cap = self._memory
-        if now - at > 1.0:
+        # Read at most once a second while far from the cap; near it, every time.
+        if now - at > 1.0 or (cap and used + need > 0.5 * self.settings.storage_headroom * cap):
             used, cap = self.store.memory()
             self._memory = (now, used, cap)
-        if cap and used + price.payload_bytes + price.result_bytes > self.settings.storage_headroom * cap:
+        if cap and used + need > self.settings.storage_headroom * cap:
             raise Unavailable(
                 f"the job store holds {used} of {cap} bytes and this job needs about "
-                f"{price.payload_bytes + price.result_bytes} more; retry when running jobs have finished",
+                f"{need} more; retry when running jobs have finished",
                 code="storage_full",
                 retry_after=5.0,
             )

@@ -20,7 +20,7 @@ from qfleet.wire import Pub as WirePub
 from qiskit.primitives.containers import ObservablesArray
 
 from .backends import DEFAULT_SHOTS, Backend
-from .errors import InvalidRequest, Unavailable
+from .errors import InvalidRequest, RateLimited, Unavailable
 from .gradients import NotDifferentiable, resolve
 from .parsing import CircuitError, CircuitInfo, Limits, ParserBusy, ParserPool, check_width, precheck
 from .settings import Settings
@@ -86,7 +86,7 @@ def _fail(i: int, code: str, message: str, **details: Any) -> InvalidRequest:
 
 
 def circuit_info(
-    i: int, pub: WirePub, backend: Backend, settings: Settings, cache: CircuitCache, pool: ParserPool
+    i: int, pub: WirePub, backend: Backend, settings: Settings, cache: CircuitCache, pool: ParserPool, tenant: str
 ) -> CircuitInfo:
     """The PUB's circuit, parsed (bounded in time and memory) or from the cache, checked for this backend."""
     fmt, data = pub.circuit.format, pub.circuit.data
@@ -99,12 +99,18 @@ def circuit_info(
                     f"circuit data of {len(data)} bytes is over the {settings.max_circuit_bytes}-byte limit",
                 )
             precheck(fmt, data, settings.max_declared_qubits, settings.max_ops)
-            info = pool.parse(fmt, data, Limits(backend.num_qubits, settings.max_ops, settings.max_depth))
+            info = pool.parse(fmt, data, Limits(backend.num_qubits, settings.max_ops, settings.max_depth), tenant)
             cache.put(fmt, data, info)
         check_width(info.num_qubits, backend.num_qubits, backend.name)  # the cache serves every backend
     except CircuitError as exc:
         raise _fail(i, exc.code, exc.message, **exc.details) from None
-    except ParserBusy:
+    except ParserBusy as exc:
+        if exc.args:  # this tenant's own circuits are being parsed: its turn comes when one is done
+            raise RateLimited(
+                "this tenant's earlier circuits are still being parsed; send the next when one is answered",
+                code="parser_busy",
+                retry_after=1.0,
+            ) from None
         raise Unavailable(
             "every circuit parser is busy; retry in a second", code="parser_busy", retry_after=1.0
         ) from None
@@ -208,8 +214,9 @@ def parse_pub(
     settings: Settings,
     cache: CircuitCache,
     pool: ParserPool,
+    tenant: str = "",
 ) -> ParsedPub:
-    info = circuit_info(i, pub, backend, settings, cache, pool)
+    info = circuit_info(i, pub, backend, settings, cache, pool, tenant)
     observables, obs_shape = _observables(i, pub.observables, info.num_qubits)
     values, par_shape = _values(i, pub.parameter_values, info.num_parameters)
     try:

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from traceback import format_exception
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,7 @@ class Runner:
         )
         self.engines: dict[str, Engine] = {"aer": AerEngine(settings.worker_threads), "lightning": self.lightning}
         self.backends: dict[str, Backend] = all_backends(settings)
-        self._current: tuple[str, int] | None = None  # the task this process is running
+        self.lease: str | None = None  # the lease of the task this process holds, from take to end
         self._adapters: dict[str, Engine] = {}
         self._specs = _LRU(64)
         self._pubs = _LRU(256)  # (job, pub) -> (program, values, pairs)
@@ -176,23 +177,31 @@ class Runner:
         if spec is None:
             return -1
         self.store.mark_started(job_id)
-        self.store.take_lease(job_id, task, self.settings.lease_s)
-        self._current = (job_id, task)
         started = time.time()
+        return self._run(job_id, task, spec, backend or "", tenant or "", started - float(created or started))
+
+    def run_leased(self, job_id: str, task: int) -> int:
+        """Run a task under this process's lease (taken with the task by the worker's dequeue, or
+        here for an in-process run), and drop the lease once the task has ended either way."""
+        if self.lease is None:
+            self.lease = self.store.take_lease(job_id, task, self.settings.lease_s)
         try:
-            return self._run(job_id, task, spec, backend or "", tenant or "", started - float(created or started))
+            return self.run(job_id, task)
         finally:
-            self._current = None
-            self.store.drop_lease(job_id, task)
+            lease, self.lease = self.lease, None
+            try:
+                self.store.drop_lease(lease)
+            except Exception as exc:  # Redis away: the lease lapses and the task runs again (at least once)
+                log.warning("could not drop lease %s: %s", lease, exc)
 
     def renew_leases_forever(self) -> None:
-        """Keeps the running task's lease alive while this process lives (a daemon thread)."""
+        """Keeps the held task's lease alive while this process lives (a daemon thread)."""
         while True:
             time.sleep(self.settings.lease_s / 4)
-            current = self._current
-            if current is not None:
+            lease = self.lease
+            if lease is not None:
                 try:
-                    self.store.renew_lease(*current, self.settings.lease_s)
+                    self.store.renew_lease(lease, self.settings.lease_s)
                 except Exception as exc:  # Redis away; the task itself will notice
                     log.debug("lease renewal failed: %s", exc)
 
@@ -233,6 +242,8 @@ class Runner:
             self.store.set_task_meta(job_id, task, meta)
         stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
         outcome = self.store.complete_task(job_id, task, b"".join(parts), stats)
+        if outcome > 0:
+            self.store.observe_task_seconds(backend, stats.seconds)
         log.info(
             "task done",
             extra={
@@ -260,7 +271,7 @@ def run_task(job_id: str, task: int) -> int:
     """The RQ entry point: ids in, result slice written to Redis, nothing returned to RQ."""
     if _runner is None:
         raise RuntimeError("worker runner not installed; start workers with `qfleet worker`")
-    return _runner.run(job_id, task)
+    return _runner.run_leased(job_id, task)
 
 
 def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:
@@ -268,6 +279,8 @@ def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: 
     if _runner is None or job.retries_left or queueing.is_abandoned(type):
         return  # retried by RQ; abandoned tasks are re-queued by the API's lease reaper
     job_id, task = job.args
-    _runner.store.finish(
-        job_id, "failed", "task_failed", f"task {task} failed: {type.__name__ if type else 'error'}: {value}"
-    )
+    reason = type.__name__ if type else "error"
+    backend, tenant = _runner.store.job_fields(job_id, ["backend", "tenant"])
+    trace = "".join(format_exception(type, value, traceback)) if type else ""
+    _runner.store.record_failure(job_id, task, backend or "", tenant or "", reason, str(value), trace)
+    _runner.store.finish(job_id, "failed", "task_failed", f"task {task} failed: {reason}: {value}")
