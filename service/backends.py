@@ -9,6 +9,8 @@ from typing import Any
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
 STANDARD_GATES = tuple(sorted(get_standard_gate_name_mapping()))
+# Engines that run resets, mid-circuit measurements and classical control (Aer's simulators).
+MID_CIRCUIT_BACKENDS = ("aer", "lightning")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,10 @@ class Backend:
     calibration: dict[str, Any] | None = None
     task_scale: float = 1.0  # a QPU (model) runs one batch at a time: give it bigger tasks
     unavailable: str | None = None  # why it cannot run now (missing credentials, …)
+
+    @property
+    def mid_circuit(self) -> bool:
+        return self.name in MID_CIRCUIT_BACKENDS
 
 
 def all_backends(settings: Any) -> dict[str, Backend]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from qfleet.wire import (
     TERMINAL_STATUSES,
+    BitArrayData,
     ErrorDetail,
     JobInfo,
     JobRequest,
@@ -25,7 +26,7 @@ from rq.serializers import JSONSerializer
 
 from .backends import Backend, all_backends
 from .errors import InvalidRequest, NotFound, RateLimited
-from .planner import assemble, plan_job
+from .planner import assemble, assemble_samples, plan_job
 from .pubs import CircuitCache, parse_pub
 from .queueing import enqueue_tasks
 from .settings import Settings, TenantLimits
@@ -116,7 +117,10 @@ class JobService:
             raise InvalidRequest(
                 f"backend '{backend.name}' is unavailable: {backend.unavailable}", code="backend_unavailable"
             )
-        pubs = [parse_pub(i, p, request, allowed, self.settings, self.circuits) for i, p in enumerate(request.pubs)]
+        memo: dict[Any, Any] = {}  # PUBs of one request that share a circuit share its parse
+        pubs = [
+            parse_pub(i, p, request, allowed, self.settings, self.circuits, memo) for i, p in enumerate(request.pubs)
+        ]
         device = backend.task_scale > 1
         plan = plan_job(
             pubs,
@@ -226,6 +230,8 @@ class JobService:
     def result(self, job_id: str, record: dict[str, str]) -> JobResult:
         spec = self.store.spec(job_id)
         assert spec is not None, "a done job has its spec"
+        if spec["pubs"] and spec["pubs"][0].get("primitive") == "sampler":
+            return self._sampler_result(job_id, record, spec)
         arrays = assemble(spec, self.store.results(job_id))
         engine_meta: dict[int, dict[str, Any]] = {}
         for _, per_pub in sorted(self.store.task_meta(job_id).items()):
@@ -259,6 +265,43 @@ class JobService:
                 "backend": record["backend"],
                 "tasks": len(spec["tasks"]),
                 "cost_units": spec.get("cost_units"),
+                "queued_s": round(started - float(record["created_at"]), 6),
+                "running_s": round(finished - started, 6),
+            },
+        )
+
+    def _sampler_result(self, job_id: str, record: dict[str, str], spec: dict[str, Any]) -> JobResult:
+        registers = assemble_samples(spec, self.store.results(job_id))
+        engine_meta: dict[int, dict[str, Any]] = {}
+        for _, per_pub in sorted(self.store.task_meta(job_id).items()):
+            for pub_index, meta in per_pub.items():
+                engine_meta.setdefault(int(pub_index), meta)
+        results = [
+            PubResult(
+                registers={
+                    name: BitArrayData(num_bits=num_bits, bits=encode_array(bits, "uint8"))
+                    for name, (bits, num_bits) in regs.items()
+                },
+                metadata={
+                    "shape": pub["shape"],
+                    "shots": pub["shots"],
+                    "num_qubits": pub["n"],
+                    **engine_meta.get(i, {}),
+                },
+            )
+            for i, (pub, regs) in enumerate(zip(spec["pubs"], registers))
+        ]
+        started = float(record.get("started_at") or record["created_at"])
+        finished = float(record.get("finished_at") or time.time())
+        return JobResult(
+            id=job_id,
+            status="done",
+            results=results,
+            metadata={
+                "backend": record["backend"],
+                "primitive": "sampler",
+                "seed": spec.get("seed"),
+                "tasks": len(spec["tasks"]),
                 "queued_s": round(started - float(record["created_at"]), 6),
                 "running_s": round(finished - started, 6),
             },

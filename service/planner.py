@@ -77,6 +77,10 @@ def plan_job(
     current_s = 0.0
     cost_units = 0.0
     circuits = 0
+    # PUBs that share a circuit (or observables) share one payload blob, and one compiled
+    # program in the workers: a training step's thousands of one-row PUBs cost about one PUB.
+    first_circuit: dict[bytes, int] = {}
+    first_obs: dict[bytes, int] = {}
     for i, pub in enumerate(pubs):
         mode = choose_mode(pub)
         if mode == "product":
@@ -87,9 +91,14 @@ def plan_job(
             pairs = np.stack([obs_idx.ravel(), par_idx.ravel()], axis=1).astype("<i8")
             rows = len(pairs)
             data[f"x{i}"] = pairs.tobytes()
-        data[f"c{i}"] = pub.qpy
+        c = first_circuit.setdefault(pub.qpy, i)
+        if c == i:
+            data[f"c{i}"] = pub.qpy
+        obs_bytes = _json_bytes(pub.observables)
+        o = first_obs.setdefault(obs_bytes, i)
+        if o == i:
+            data[f"o{i}"] = obs_bytes
         data[f"p{i}"] = np.ascontiguousarray(pub.values, dtype="<f8").tobytes()
-        data[f"o{i}"] = _json_bytes(pub.observables)
         pub_specs.append(
             {
                 "n": pub.num_qubits,
@@ -105,6 +114,9 @@ def plan_job(
                 "shots": pub.shots,
                 "depth": pub.circuit.depth(),
                 "gradient": pub.gradient,
+                "circuit": c,
+                "obs": o,
+                **_sampler_fields(pub),
             }
         )
         circuits += rows
@@ -188,3 +200,46 @@ def assemble(spec: dict[str, Any], results: dict[int, bytes]) -> list[dict[str, 
                 grad = np.concatenate([p[3] for p in pieces]).reshape(shape + (P,))
             out.append({"evs": evs, "stds": stds, "gradient": grad})
     return out
+
+
+def _sampler_fields(pub: ParsedPub) -> dict[str, Any]:
+    if pub.primitive != "sampler":
+        return {}
+    return {"primitive": "sampler", "clbits": int(pub.circuit.num_clbits), "registers": pub.registers}
+
+
+def sample_bytes(pub: dict[str, Any]) -> int:
+    """Bytes a sampler row gives: shots x the clbits packed (Qiskit's BitArray layout)."""
+    return int(pub["shots"]) * ((int(pub["clbits"]) + 7) // 8)
+
+
+def assemble_samples(spec: dict[str, Any], results: dict[int, bytes]) -> list[dict[str, tuple[np.ndarray, int]]]:
+    """Sampler jobs: per PUB, per classical register, (uint8 (*shape, shots, bytes), num_bits)."""
+    pubs = spec["pubs"]
+    pieces: list[list[tuple[int, bytes]]] = [[] for _ in pubs]
+    for t, segments in enumerate(spec["tasks"]):
+        raw = results[t]
+        pos = 0
+        for i, start, stop in segments:
+            width = (stop - start) * sample_bytes(pubs[i])
+            pieces[i].append((start, raw[pos : pos + width]))
+            pos += width
+    out = []
+    for pub, parts in zip(pubs, pieces):
+        parts.sort(key=lambda p: p[0])
+        nbytes = (int(pub["clbits"]) + 7) // 8
+        memory = np.frombuffer(b"".join(p[1] for p in parts), dtype=np.uint8)
+        memory = memory.reshape(tuple(pub["par_shape"]) + (int(pub["shots"]), nbytes))
+        out.append({name: (register_bits(memory, clbits), len(clbits)) for name, clbits in pub["registers"]})
+    return out
+
+
+def register_bits(memory: np.ndarray, clbits: list[int]) -> np.ndarray:
+    """One register's bits out of packed clbit memory (both big-endian bytes, bit 0 last)."""
+    unpacked = np.unpackbits(memory, axis=-1, bitorder="big")  # clbit k at position -1-k
+    width = unpacked.shape[-1]
+    bits = unpacked[..., [width - 1 - k for k in reversed(clbits)]]  # most significant first
+    pad = -len(clbits) % 8
+    if pad:
+        bits = np.concatenate([np.zeros(bits.shape[:-1] + (pad,), np.uint8), bits], axis=-1)
+    return np.packbits(bits, axis=-1, bitorder="big")

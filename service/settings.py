@@ -50,7 +50,10 @@ class Settings(BaseSettings):
     max_circuit_bytes: int = Field(
         default=4 * 1024 * 1024, description="Circuit text or QPY size, checked before parsing."
     )
-    max_pubs: int = 1000
+    max_pubs: int = Field(
+        default=1_000_000,
+        description="PUBs per job. Not a cost limit: PUBs sharing a circuit are planned as one program.",
+    )
     max_circuits: int = 1_000_000
     max_qubits: int = 28
     max_shots: int = 1_000_000

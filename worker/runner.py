@@ -72,6 +72,7 @@ class Runner:
         self._specs = _LRU(64)
         self._pubs = _LRU(256)  # (job, pub) -> (program, values, pairs)
         self._programs = _LRU(128)  # content hash -> Program
+        self._payload: dict[str, bytes | None] = {}  # the running task's prefetched payloads
 
     def warm_up(self) -> None:
         from qiskit import QuantumCircuit
@@ -91,12 +92,30 @@ class Runner:
                 self._specs.put(job_id, spec)
         return spec  # type: ignore[no-any-return]
 
-    def _pub(self, job_id: str, i: int, rows: int) -> tuple[Program, np.ndarray, np.ndarray | None]:
+    def _prefetch(self, job_id: str, spec: dict[str, Any], segments: list[list[int]]) -> None:
+        """Load the payloads of a task's PUBs in one round trip (a task may hold thousands of small PUBs)."""
+        missing = sorted({i for i, _, _ in segments if (job_id, i) not in self._pubs})
+        if len(missing) < 2:
+            return
+        fields = [f"{kind}{i}" for i in missing for kind in "px"]
+        fields += sorted({f"c{spec['pubs'][i].get('circuit', i)}" for i in missing})
+        fields += sorted({f"o{spec['pubs'][i].get('obs', i)}" for i in missing})
+        self._payload = dict(zip(fields, self.store.data(job_id, fields)))
+
+    def _data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
+        if all(f in self._payload for f in fields):
+            return [self._payload[f] for f in fields]
+        return self.store.data(job_id, fields)
+
+    def _pub(
+        self, job_id: str, i: int, rows: int, pub: dict[str, Any] | None = None
+    ) -> tuple[Program, np.ndarray, np.ndarray | None]:
         key = (job_id, i)
         cached = self._pubs.hit(key)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        circuit_raw, values_raw, obs_raw, pairs_raw = self.store.data(job_id, [f"c{i}", f"p{i}", f"o{i}", f"x{i}"])
+        c, o = (pub or {}).get("circuit", i), (pub or {}).get("obs", i)
+        circuit_raw, values_raw, obs_raw, pairs_raw = self._data(job_id, [f"c{c}", f"p{i}", f"o{o}", f"x{i}"])
         if circuit_raw is None or values_raw is None or obs_raw is None:
             raise LookupError(f"payload of job {job_id} pub {i} is gone (expired or deleted)")
         digest = hashlib.sha256(circuit_raw + b"\0" + obs_raw).hexdigest()
@@ -105,6 +124,7 @@ class Runner:
             (circuit,) = qpy.load(__import__("io").BytesIO(circuit_raw))
             observables = [SparsePauliOp.from_list(list(o.items())) for o in json.loads(obs_raw)]
             program = self._programs.put(digest, Program(circuit, observables))
+            program.cache["digest"] = digest
         P = program.circuit.num_parameters
         values = np.frombuffer(values_raw, dtype="<f8").reshape(rows, P)
         pairs = None if pairs_raw is None else np.frombuffer(pairs_raw, dtype="<i8").reshape(-1, 2)
@@ -190,6 +210,40 @@ class Runner:
             self._current = None
             self.store.drop_lease(job_id, task)
 
+    @staticmethod
+    def _mergeable(pub: dict[str, Any]) -> bool:
+        # exact estimates only: shot-based segments keep a seed of their own, so identical PUBs
+        # give identical values wherever they land
+        return pub["mode"] == "product" and not pub["shots"] and pub.get("primitive", "estimator") == "estimator"
+
+    def _runs(self, job_id: str, spec: dict[str, Any], segments: list[list[int]]) -> list[list[list[int]]]:
+        """Consecutive segments whose PUBs share circuit, observables and options, run together."""
+        runs: list[list[list[int]]] = []
+        last_key: Any = None
+        for seg in segments:
+            pub = spec["pubs"][seg[0]]
+            key = None
+            if self._mergeable(pub):
+                key = (pub.get("circuit", seg[0]), pub.get("obs", seg[0]), pub.get("gradient"))
+            if key is not None and key == last_key:
+                runs[-1].append(seg)
+            else:
+                runs.append([seg])
+            last_key = key
+        return runs
+
+    def sample(self, program: Program, block: Block, used: list[str], backend: str) -> bytes:
+        """Packed clbit memory of a block, (rows, shots, bytes) uint8, on the backend's sampler engine."""
+        if backend == "wukong72":
+            engine: Any = self.device
+        elif backend in ("origin", "ibm"):
+            engine = self.qpu_engine(backend)
+        else:
+            engine = self.engines["aer"]
+        used.append(f"{engine.name}-sampler")
+        memory = engine.sample(program, block)
+        return np.ascontiguousarray(memory, dtype=np.uint8).tobytes()
+
     def renew_leases_forever(self) -> None:
         """Keeps the running task's lease alive while this process lives (a daemon thread)."""
         while True:
@@ -207,21 +261,48 @@ class Runner:
         engines_used: list[str] = []
         meta: dict[str, Any] = {}
         t0 = time.perf_counter()
-        for i, start, stop in spec["tasks"][task]:
+        segments = spec["tasks"][task]
+        self._payload = {}
+        self._prefetch(job_id, spec, segments)
+        self.device.noise = bool(spec.get("noise", True))
+        for run in self._runs(job_id, spec, segments):
+            i, start, stop = run[0]
             pub = spec["pubs"][i]
-            program, values, pairs = self._pub(job_id, i, int(pub["M"]))
-            if pub["mode"] == "product":
+            program, values, pairs = self._pub(job_id, i, int(pub["M"]), pub)
+            if len(run) > 1:  # PUBs sharing one program: one engine call, split afterwards
+                block = Block(
+                    values=np.concatenate(
+                        [self._pub(job_id, j, int(spec["pubs"][j]["M"]), spec["pubs"][j])[1][a:b] for j, a, b in run]
+                    )
+                )
+            elif pub["mode"] == "product":
                 block = Block(values=values[start:stop])
             else:
                 rows = pairs[start:stop]  # type: ignore[index]
                 block = Block(values=values[rows[:, 1]], obs_index=rows[:, 0])
             block.shots = int(pub["shots"])
-            block.seed = None if seed is None else int(seed) + 7919 * task + i
-            self.device.noise = bool(spec.get("noise", True))
-            evs, stds, grad = self.compute(program, block, pub.get("gradient"), engines_used, backend)
-            parts.append(pack_segment(evs, stds, grad))
+            sampler = pub.get("primitive") == "sampler"
+            # a sampler seeds each bound circuit with the job's seed, as Qiskit's reference sampler does
+            block.seed = (None if seed is None else int(seed)) if sampler else block_seed(seed, program, block)
+            if sampler:
+                parts.append(self.sample(program, block, engines_used, backend))
+            else:
+                evs, stds, grad = self.compute(program, block, pub.get("gradient"), engines_used, backend)
+                if len(run) == 1:
+                    parts.append(pack_segment(evs, stds, grad))
+                else:
+                    pos = 0
+                    for _, a, b in run:
+                        cols = slice(pos, pos + b - a)
+                        parts.append(pack_segment(evs[:, cols], stds[:, cols], None if grad is None else grad[:, cols]))
+                        pos += b - a
             if backend == "wukong72":
-                meta[str(i)] = self.device.last_metadata
+                for j, _, _ in run:
+                    meta[str(j)] = self.device.last_metadata
+            if seed is not None:
+                for j, _, _ in run:
+                    meta.setdefault(str(j), {})["seed"] = block.seed
+        self._payload = {}
         if meta:
             self.store.set_task_meta(job_id, task, meta)
         circuits = sum(stop - start for _, start, stop in spec["tasks"][task])
@@ -265,3 +346,17 @@ def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: 
     _runner.store.finish(
         job_id, "failed", "task_failed", f"task {task} failed: {type.__name__ if type else 'error'}: {value}"
     )
+
+
+def block_seed(seed: Any, program: Program, block: Block) -> int | None:
+    """A block's seed from the job's seed and the block's content: identical PUBs given one
+    seed give identical values, wherever the planner put them."""
+    if seed is None:
+        return None
+    h = hashlib.sha256(str(int(seed)).encode())
+    h.update(str(program.cache.get("digest", "")).encode())
+    h.update(np.ascontiguousarray(block.values).tobytes())
+    if block.obs_index is not None:
+        h.update(np.ascontiguousarray(block.obs_index).tobytes())
+    h.update(str(block.shots).encode())
+    return int.from_bytes(h.digest()[:7], "little")

@@ -46,7 +46,7 @@ def encode_observables(observables: Any) -> Any:
     return ObservablesArray.coerce(observables).tolist()
 
 
-def encode_pub(pub: Any) -> Pub:
+def encode_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
     """A tuple ``(circuit, observables[, parameter_values[, precision]])`` or a Qiskit EstimatorPub."""
     if hasattr(pub, "circuit") and hasattr(pub, "observables"):  # qiskit EstimatorPub
         values = pub.parameter_values.as_array(pub.circuit.parameters)
@@ -59,12 +59,56 @@ def encode_pub(pub: Any) -> Pub:
     encoded_values = None
     if values is not None:
         arr = np.asarray(values, dtype=np.float64)
-        encoded_values = encode_array(arr) if arr.size else None
+        # (3, 0) for a circuit without parameters still says "3 parameter sets"
+        encoded_values = encode_array(arr) if arr.size or arr.ndim > 1 else None
     return Pub(
-        circuit=encode_circuit(circuit),
+        circuit=encode_circuit(circuit) if table is None else table.index(circuit),
         observables=encode_observables(observables),
         parameter_values=encoded_values,
         precision=precision,
+    )
+
+
+class CircuitTable:
+    """The circuits of one request, each sent once: PUBs that share a circuit name it by index."""
+
+    def __init__(self) -> None:
+        self.circuits: list[Circuit] = []
+        self._by_object: dict[int, tuple[Any, int]] = {}
+        self._by_data: dict[tuple[str, str], int] = {}
+
+    def index(self, circuit: Any) -> int:
+        hit = self._by_object.get(id(circuit))
+        if hit is not None and hit[0] is circuit:
+            return hit[1]
+        encoded = encode_circuit(circuit)
+        key = (encoded.format, encoded.data)
+        if key not in self._by_data:
+            self._by_data[key] = len(self.circuits)
+            self.circuits.append(encoded)
+        self._by_object[id(circuit)] = (circuit, self._by_data[key])  # the object kept alive: ids stay unique
+        return self._by_data[key]
+
+
+def encode_sampler_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
+    """A circuit, a tuple ``(circuit[, parameter_values[, shots]])`` or a Qiskit SamplerPub."""
+    if hasattr(pub, "circuit") and hasattr(pub, "parameter_values") and hasattr(pub, "shots"):
+        pub = (pub.circuit, pub.parameter_values.as_array(pub.circuit.parameters), pub.shots)
+    if isinstance(pub, str) or not isinstance(pub, Sequence):
+        pub = (pub,)
+    if not 1 <= len(pub) <= 3:
+        raise TypeError("a sampler PUB is (circuit[, parameter_values[, shots]])")
+    circuit, *rest = pub
+    values = rest[0] if rest else None
+    shots = rest[1] if len(rest) > 1 else None
+    encoded_values = None
+    if values is not None:
+        arr = np.asarray(values, dtype=np.float64)
+        encoded_values = encode_array(arr) if arr.size or arr.ndim > 1 else None
+    return Pub(
+        circuit=encode_circuit(circuit) if table is None else table.index(circuit),
+        parameter_values=encoded_values,
+        shots=None if shots is None else int(shots),
     )
 
 
@@ -94,10 +138,16 @@ class BaseClient:
         gradient: str | None,
         priority: str = "normal",
         noise: bool | None = None,
+        primitive: str = "estimator",
     ) -> dict[str, Any]:
+        table = CircuitTable()
+        encode = encode_sampler_pub if primitive == "sampler" else encode_pub
+        encoded = [encode(p, table) for p in pubs]
         request = JobRequest(
             backend=backend,
-            pubs=[encode_pub(p) for p in pubs],
+            primitive=primitive,  # type: ignore[arg-type]
+            circuits=table.circuits,
+            pubs=encoded,
             options=JobOptions.model_validate(
                 {
                     "precision": precision,

@@ -200,6 +200,29 @@ class Client(BaseClient):
         )
         return Job(self, info.id)
 
+    def sample(
+        self,
+        pubs: Iterable[Any],
+        *,
+        backend: str = "aer",
+        shots: int | None = None,
+        seed: int | None = None,
+        priority: str = "normal",
+        noise: bool | None = None,
+    ) -> Job:
+        """Submit sampler PUBs ``circuit`` or ``(circuit[, parameter_values[, shots]])``; the
+        results hold, per PUB, ``registers``: name -> (bits as Qiskit's BitArray lays them out,
+        number of bits). ``qfleet.qiskit.Sampler`` turns them into ``BitArray``.
+
+        >>> job = client.sample([(circuit, [[0.1], [0.2]], 1000)], seed=7)
+        >>> bits, num_bits = job.result(timeout=60)[0].registers["meas"]
+        """
+        body = self._job_request(pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler")
+        info = JobInfo.model_validate(
+            self._request("POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        )
+        return Job(self, info.id)
+
     def job(self, job_id: str) -> Job:
         return Job(self, job_id)
 
@@ -311,6 +334,25 @@ class AsyncClient(BaseClient):
         noise: bool | None = None,
     ) -> AsyncJob:
         body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
+        info = JobInfo.model_validate(
+            await self._request(
+                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+            )
+        )
+        return AsyncJob(self, info.id)
+
+    async def sample(
+        self,
+        pubs: Iterable[Any],
+        *,
+        backend: str = "aer",
+        shots: int | None = None,
+        seed: int | None = None,
+        priority: str = "normal",
+        noise: bool | None = None,
+    ) -> AsyncJob:
+        """The async twin of :meth:`Client.sample`."""
+        body = self._job_request(pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler")
         info = JobInfo.model_validate(
             await self._request(
                 "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}

@@ -19,6 +19,8 @@ class PubResult:
     stds: np.ndarray
     gradient: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # sampler PUBs: register name -> (uint8 array (*shape, shots, bytes), number of bits)
+    registers: dict[str, tuple[np.ndarray, int]] | None = None
 
 
 class JobResult(list[PubResult]):
@@ -37,6 +39,9 @@ class JobResult(list[PubResult]):
                 stds=decode_array(r.stds),
                 gradient=None if r.gradient is None else decode_array(r.gradient),
                 metadata=r.metadata,
+                registers=None
+                if r.registers is None
+                else {k: (decode_array(v.bits, "uint8"), v.num_bits) for k, v in r.registers.items()},
             )
             for r in payload.results
         ]

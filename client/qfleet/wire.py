@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 GradientMethod = Literal["parameter-shift", "adjoint", "auto"]
-DType = Literal["float64", "float32", "int64", "int32"]
+DType = Literal["float64", "float32", "int64", "int32", "uint8"]
+Primitive = Literal["estimator", "sampler"]
 
 
 class Array(BaseModel):
@@ -90,7 +91,8 @@ class Circuit(BaseModel):
 
 
 class Pub(BaseModel):
-    """One primitive unified bloc, with Qiskit EstimatorV2 semantics."""
+    """One primitive unified bloc, with Qiskit EstimatorV2 semantics (or SamplerV2's, in a
+    sampler job: no observables, and ``shots`` of its own)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -108,10 +110,13 @@ class Pub(BaseModel):
         }
     )
 
-    circuit: Circuit
+    circuit: Circuit | int = Field(
+        description="The circuit, or the index of one in the job's `circuits` (send a shared circuit once)."
+    )
     observables: Any = Field(
-        description="A Pauli label ('ZI'), a {label: coeff} dict, or nested lists of them; "
-        "the nesting is the observables' array shape."
+        default=None,
+        description="Estimator PUBs: a Pauli label ('ZI'), a {label: coeff} dict, or nested lists of them; "
+        "the nesting is the observables' array shape. Sampler PUBs have none.",
     )
     parameter_values: Array | list[Any] | float | None = Field(
         default=None,
@@ -119,6 +124,7 @@ class Pub(BaseModel):
         "(circuit.parameters) order. Broadcast against the observables' shape.",
     )
     precision: float | None = Field(default=None, ge=0, description="Target standard error; 0 is exact.")
+    shots: int | None = Field(default=None, ge=1, description="Sampler PUBs: shots per parameter set.")
 
 
 class JobOptions(BaseModel):
@@ -163,6 +169,13 @@ class JobRequest(BaseModel):
     )
 
     backend: str = Field(default="aer", description="A name from GET /v1/backends.")
+    primitive: Primitive = Field(
+        default="estimator",
+        description="'estimator': expectation values; 'sampler': bit strings per classical register.",
+    )
+    circuits: list[Circuit] = Field(
+        default_factory=list, description="Circuits that PUBs name by index; a circuit shared by many PUBs goes once."
+    )
     pubs: list[Pub] = Field(min_length=1)
     options: JobOptions = Field(default_factory=JobOptions)
 
@@ -228,9 +241,20 @@ class JobInfo(BaseModel):
     error: ErrorDetail | None = None
 
 
+class BitArrayData(BaseModel):
+    """One classical register's samples, laid out as Qiskit's ``BitArray``: uint8 of shape
+    (*PUB shape, shots, ceil(num_bits / 8)), big-endian bytes (bit 0 is the last byte's lowest)."""
+
+    num_bits: int
+    bits: Array
+
+
 class PubResult(BaseModel):
-    evs: Array
-    stds: Array
+    evs: Array | None = Field(default=None, description="Estimator PUBs: expectation values.")
+    stds: Array | None = Field(default=None, description="Estimator PUBs: their standard errors.")
+    registers: dict[str, BitArrayData] | None = Field(
+        default=None, description="Sampler PUBs: samples per classical register, by register name."
+    )
     gradient: Array | None = Field(default=None, description="Shape evs.shape + (P,), when asked for.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
