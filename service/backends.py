@@ -4,11 +4,13 @@ discovery) and the workers (which queue they serve, which engines run)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
 STANDARD_GATES = tuple(sorted(get_standard_gate_name_mapping()))
+# Shots a device (model) runs when a job names neither shots nor precision: exact is not on offer there.
+DEFAULT_SHOTS = 4096
 # Engines that run resets, mid-circuit measurements and classical control (Aer's simulators).
 MID_CIRCUIT_BACKENDS = ("aer", "lightning")
 
@@ -27,12 +29,28 @@ class Backend:
     options: tuple[str, ...] = ("precision", "shots", "seed")
     gradients: tuple[str, ...] = ("parameter-shift", "adjoint", "auto")
     calibration: dict[str, Any] | None = None
-    task_scale: float = 1.0  # a QPU (model) runs one batch at a time: give it bigger tasks
+    kind: Literal["simulator", "device"] = "simulator"
     unavailable: str | None = None  # why it cannot run now (missing credentials, …)
 
     @property
     def mid_circuit(self) -> bool:
         return self.name in MID_CIRCUIT_BACKENDS
+
+    @property
+    def is_device(self) -> bool:
+        """A QPU or a model of one: shot-based, one batch at a time, wide circuits as MPS."""
+        return self.kind == "device"
+
+    @property
+    def task_scale(self) -> float:
+        """A device runs one batch at a time: give it tasks this many times bigger."""
+        return 20.0 if self.is_device else 1.0
+
+    @property
+    def cost_qubit_cap(self) -> int:
+        """The width past which the cost model stops doubling: a device model simulates wide
+        circuits as matrix-product states, whose cost does not grow as 2^n."""
+        return 12 if self.is_device else 30
 
 
 def all_backends(settings: Any) -> dict[str, Backend]:
@@ -80,7 +98,7 @@ def all_backends(settings: Any) -> dict[str, Backend]:
             options=("precision", "shots", "seed", "noise"),
             gradients=("parameter-shift", "auto"),
             calibration=summary(calibration),
-            task_scale=20.0,
+            kind="device",
         ),
         "origin": Backend(
             name="origin",
@@ -94,7 +112,7 @@ def all_backends(settings: Any) -> dict[str, Backend]:
             options=("precision", "shots", "seed"),
             gradients=("parameter-shift", "auto"),
             unavailable=None if settings.origin_api_key else "no credentials: set QFLEET_ORIGIN_API_KEY",
-            task_scale=20.0,
+            kind="device",
         ),
         "ibm": Backend(
             name="ibm",
@@ -108,7 +126,7 @@ def all_backends(settings: Any) -> dict[str, Backend]:
             options=("precision", "shots", "seed"),
             gradients=("parameter-shift", "auto"),
             unavailable=None if settings.ibm_token else "no credentials: set QFLEET_IBM_TOKEN",
-            task_scale=20.0,
+            kind="device",
         ),
     }
 

@@ -14,16 +14,11 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from rq import Worker
-from rq.command import send_shutdown_command
-from rq.job import Job as RQJob
-from rq.registry import FailedJobRegistry
-from rq.serializers import JSONSerializer
 
+from . import queueing
 from .jobs import JobService
-from .planner import assemble
-from .queueing import enqueue_tasks
 from .store import ApiKey
+from .tasks import JobSpec, assemble
 
 log = logging.getLogger("qfleet.api")
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -108,39 +103,17 @@ def overview_context(request: Request) -> dict[str, Any]:
         }
         for name in jobs.backends
     ]
-    workers = []
-    for w in sorted(Worker.all(connection=store.redis, serializer=JSONSerializer), key=lambda w: w.name):
-        workers.append(
-            {
-                "name": w.name,
-                "host": w.hostname,
-                "queues": ", ".join(sorted({q.name.split(".")[1] for q in w.queues})),
-                "state": w.state,
-                "task": w.get_current_job_id() or "",
-                "heartbeat": w.last_heartbeat,
-                "done": w.successful_job_count,
-                "failed": w.failed_job_count,
-            }
-        )
+    workers = [{**w, "queues": ", ".join(w["backends"])} for w in queueing.workers(store)]
     running = [j for j in job_rows(store, limit=200) if j["status"] in ("queued", "running")][:10]
     return {"backends": backends, "workers": workers, "charts": series(store), "running": running}
 
 
 def job_rows(store: Any, limit: int = 2000) -> list[dict[str, Any]]:
     ids = store.recent_jobs(limit)
-    pipe = store.redis.pipeline()
     fields = ["tenant", "backend", "status", "created_at", "started_at", "finished_at", "tasks_total"]
-    for job_id in ids:
-        pipe.hmget(store.keys.job(job_id), fields)
-        pipe.scard(store.keys.job_done(job_id))
-    replies = pipe.execute()
-    rows = []
-    for job_id, values, done in zip(ids, replies[0::2], replies[1::2]):
-        if values[0] is None:
-            continue
-        row = dict(zip(fields, (v.decode() if v is not None else None for v in values)))
-        row.update(id=job_id, done=int(done), total=int(row["tasks_total"] or 0))
-        rows.append(row)
+    rows: list[dict[str, Any]] = []
+    for job_id, values, done in store.job_rows(ids, fields):
+        rows.append({**values, "id": job_id, "done": done, "total": int(values["tasks_total"] or 0)})
     return rows
 
 
@@ -206,15 +179,10 @@ def job_context(request: Request, job_id: str) -> dict[str, Any]:
     record = store.job(job_id)
     if record is None:
         raise NotFoundPage(job_id)
-    spec = json.loads(record["spec"])
-    done = {int(t) for t in store.redis.smembers(store.keys.job_done(job_id))}
+    spec = JobSpec.from_json(record["spec"])
+    done = store.done_tasks(job_id)
     total = int(record["tasks_total"])
-    failures = []
-    registry = FailedJobRegistry(record["queue"], connection=store.redis, serializer=JSONSerializer)
-    for rq_id in registry.get_job_ids():
-        if rq_id.startswith(job_id + "_"):
-            rq_job = RQJob.fetch(rq_id, connection=store.redis, serializer=JSONSerializer)
-            failures.append({"id": rq_id, "traceback": rq_job.exc_info or ""})
+    failures = queueing.failures(store, record["queue"], job_id)
     summary = []
     if record["status"] == "done":
         for i, arrays in enumerate(assemble(spec, store.results(job_id))):
@@ -386,13 +354,7 @@ def cancel(request: Request, job_id: str) -> Response:
 @router.post("/jobs/{job_id}/requeue")
 def requeue(request: Request, job_id: str) -> Response:
     _act(request, "requeue failed tasks", job_id)
-    jobs = jobs_of(request)
-    store = jobs.store
-    record = store.job(job_id)
-    if record and store.reopen(job_id):
-        done = {int(t) for t in store.redis.smembers(store.keys.job_done(job_id))}
-        missing = [t for t in range(int(record["tasks_total"])) if t not in done]
-        enqueue_tasks(store, jobs.settings, record["queue"], job_id, missing, f"_r{int(time.time())}")
+    jobs_of(request).requeue_failed(job_id)
     return _back(request, f"/admin/jobs/{job_id}")
 
 
@@ -408,7 +370,7 @@ def pause_resume(request: Request, name: str, action: str) -> Response:
 @router.post("/workers/{name}/drain")
 def drain(request: Request, name: str) -> Response:
     _act(request, "drain worker", name)
-    send_shutdown_command(jobs_of(request).store.redis, name)  # RQ's warm shutdown: finish the task, then exit
+    queueing.drain(jobs_of(request).store, name)
     return _back(request, "/admin")
 
 

@@ -6,7 +6,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -21,16 +20,15 @@ from qfleet.wire import (
     PubResult,
     encode_array,
 )
-from rq import Queue, Worker
-from rq.serializers import JSONSerializer
 
+from . import queueing
 from .backends import Backend, all_backends
 from .errors import InvalidRequest, NotFound, RateLimited
-from .planner import assemble, assemble_samples, plan_job
+from .planner import plan_job
 from .pubs import CircuitCache, parse_pub
-from .queueing import enqueue_tasks
 from .settings import Settings, TenantLimits
 from .store import LANES, Store
+from .tasks import JobSpec, assemble, assemble_samples
 
 log = logging.getLogger("qfleet.api")
 RECORD_FIELDS = (
@@ -52,14 +50,7 @@ class JobService:
         self.store = store
         self.backends: dict[str, Backend] = all_backends(settings)
         self.circuits = CircuitCache()
-        self._queues: dict[str, Queue] = {}
         self._limits: dict[str, tuple[float, TenantLimits]] = {}
-
-    def queue(self, name: str) -> Queue:
-        """An RQ queue by its full name (see Keys.queue)."""
-        if name not in self._queues:
-            self._queues[name] = Queue(name, connection=self.store.redis, serializer=JSONSerializer)
-        return self._queues[name]
 
     def backend(self, name: str) -> Backend:
         backend = self.backends.get(name)
@@ -121,12 +112,13 @@ class JobService:
         pubs = [
             parse_pub(i, p, request, allowed, self.settings, self.circuits, memo) for i, p in enumerate(request.pubs)
         ]
-        device = backend.task_scale > 1
         plan = plan_job(
             pubs,
             self.settings.task_target_s * backend.task_scale,
-            request.options.gradient,
-            qubit_cap=12 if device else 30,
+            qubit_cap=backend.cost_qubit_cap,
+            seed=options.seed,
+            noise=True if options.noise is None else options.noise,
+            priority=options.priority,
         )
         max_circuits = min(self.settings.max_circuits, limits.max_circuits)
         if plan.circuits > max_circuits:
@@ -150,10 +142,6 @@ class JobService:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
             if existing is not None:
                 return self.info(existing, tenant)
-        plan.spec["seed"] = request.options.seed
-        plan.spec["cost_units"] = plan.cost_units
-        plan.spec["priority"] = request.options.priority
-        plan.spec["noise"] = True if request.options.noise is None else request.options.noise
         lane: str = request.options.priority
         if len(plan.tasks) > self.settings.fair_share_tasks:
             lane = LANES[min(LANES.index(lane) + 1, len(LANES) - 1)]
@@ -162,7 +150,7 @@ class JobService:
         created = self.store.create_job(
             job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=shots
         )
-        self.enqueue(queue_name, job_id, range(len(plan.tasks)))
+        queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)))
         log.info(
             "job submitted",
             extra={"job_id": job_id, "tenant": tenant, "backend": backend.name, "tasks": len(plan.tasks)},
@@ -174,9 +162,6 @@ class JobService:
             progress=Progress(tasks_done=0, tasks_total=len(plan.tasks)),
             created_at=created,
         )
-
-    def enqueue(self, queue_name: str, job_id: str, tasks: Iterable[int], attempt: int = 0) -> None:
-        enqueue_tasks(self.store, self.settings, queue_name, job_id, tasks, f"_a{attempt}" if attempt else "")
 
     def reap(self) -> int:
         """Re-queue tasks whose worker stopped renewing their lease (killed, lost); returns how many."""
@@ -194,7 +179,7 @@ class JobService:
                 )
                 continue
             log.warning("task %s of job %s lost its worker; re-queued (attempt %d)", task, job_id, attempt + 1)
-            self.enqueue(record["queue"], job_id, [task], attempt=attempt)
+            queueing.enqueue(self.store, self.settings, record["queue"], job_id, [task], "retry", attempt)
             count += 1
         return count
 
@@ -230,7 +215,7 @@ class JobService:
     def result(self, job_id: str, record: dict[str, str]) -> JobResult:
         spec = self.store.spec(job_id)
         assert spec is not None, "a done job has its spec"
-        if spec["pubs"] and spec["pubs"][0].get("primitive") == "sampler":
+        if spec.pubs and spec.pubs[0].primitive == "sampler":
             return self._sampler_result(job_id, record, spec)
         arrays = assemble(spec, self.store.results(job_id))
         engine_meta: dict[int, dict[str, Any]] = {}
@@ -238,7 +223,7 @@ class JobService:
             for pub_index, meta in per_pub.items():
                 engine_meta.setdefault(int(pub_index), meta)
         results = []
-        for i, (pub, arr) in enumerate(zip(spec["pubs"], arrays)):
+        for i, (pub, arr) in enumerate(zip(spec.pubs, arrays)):
             grad = arr["gradient"]
             results.append(
                 PubResult(
@@ -246,11 +231,11 @@ class JobService:
                     stds=encode_array(arr["stds"]),
                     gradient=None if grad is None else encode_array(grad),
                     metadata={
-                        "shape": pub["shape"],
-                        "shots": pub["shots"] or None,
-                        "precision": pub["precision"],
-                        "num_qubits": pub["n"],
-                        "mode": pub["mode"],
+                        "shape": list(pub.shape),
+                        "shots": pub.shots or None,
+                        "precision": pub.precision,
+                        "num_qubits": pub.num_qubits,
+                        "mode": pub.mode,
                         **engine_meta.get(i, {}),
                     },
                 )
@@ -263,14 +248,14 @@ class JobService:
             results=results,
             metadata={
                 "backend": record["backend"],
-                "tasks": len(spec["tasks"]),
-                "cost_units": spec.get("cost_units"),
+                "tasks": len(spec.tasks),
+                "cost_units": spec.cost_units,
                 "queued_s": round(started - float(record["created_at"]), 6),
                 "running_s": round(finished - started, 6),
             },
         )
 
-    def _sampler_result(self, job_id: str, record: dict[str, str], spec: dict[str, Any]) -> JobResult:
+    def _sampler_result(self, job_id: str, record: dict[str, str], spec: JobSpec) -> JobResult:
         registers = assemble_samples(spec, self.store.results(job_id))
         engine_meta: dict[int, dict[str, Any]] = {}
         for _, per_pub in sorted(self.store.task_meta(job_id).items()):
@@ -283,13 +268,13 @@ class JobService:
                     for name, (bits, num_bits) in regs.items()
                 },
                 metadata={
-                    "shape": pub["shape"],
-                    "shots": pub["shots"],
-                    "num_qubits": pub["n"],
+                    "shape": list(pub.shape),
+                    "shots": pub.shots,
+                    "num_qubits": pub.num_qubits,
                     **engine_meta.get(i, {}),
                 },
             )
-            for i, (pub, regs) in enumerate(zip(spec["pubs"], registers))
+            for i, (pub, regs) in enumerate(zip(spec.pubs, registers))
         ]
         started = float(record.get("started_at") or record["created_at"])
         finished = float(record.get("finished_at") or time.time())
@@ -300,8 +285,8 @@ class JobService:
             metadata={
                 "backend": record["backend"],
                 "primitive": "sampler",
-                "seed": spec.get("seed"),
-                "tasks": len(spec["tasks"]),
+                "seed": spec.seed,
+                "tasks": len(spec.tasks),
                 "queued_s": round(started - float(record["created_at"]), 6),
                 "running_s": round(finished - started, 6),
             },
@@ -317,18 +302,15 @@ class JobService:
     def cancel(self, job_id: str, tenant: str) -> JobInfo:
         record = self._record(job_id, tenant)
         if record["status"] not in TERMINAL_STATUSES and self.store.finish(job_id, "cancelled"):
-            queue = self.queue(record["queue"])
-            for t in range(int(record["tasks_total"])):
-                queue.remove(self.store.keys.rq_job_id(job_id, t))  # workers skip any left: the job is final
+            # workers skip any copy left queued: the job is final
+            queueing.remove(self.store, record["queue"], job_id, range(int(record["tasks_total"])))
         return self.info(job_id, tenant)
 
     def queue_depth(self, backend: str) -> dict[str, int]:
-        return {lane: int(self.queue(self.store.keys.queue(backend, lane)).count) for lane in LANES}
+        return queueing.depth(self.store, backend)
 
     def workers_on(self, backend: str) -> int:
-        return int(
-            Worker.count(connection=self.store.redis, queue=self.queue(self.store.keys.queue(backend, "normal")))
-        )
+        return queueing.workers_on(self.store, backend)
 
     def estimated_wait(self, backend: str, queued: int, workers: int) -> float:
         """Queued tasks times the backend's recent mean task time, shared among its workers."""
@@ -337,4 +319,14 @@ class JobService:
         return round(queued * mean / max(1, workers), 3)
 
     def worker_count(self) -> int:
-        return int(Worker.count(connection=self.store.redis))
+        return queueing.worker_count(self.store)
+
+    def requeue_failed(self, job_id: str) -> bool:
+        """Run a failed job's unfinished tasks again (an admin's action); its done tasks stay done."""
+        record = self.store.job(job_id)
+        if record is None or not self.store.reopen(job_id):
+            return False
+        done = self.store.done_tasks(job_id)
+        missing = [t for t in range(int(record["tasks_total"])) if t not in done]
+        queueing.enqueue(self.store, self.settings, record["queue"], job_id, missing, "requeue")
+        return True

@@ -21,13 +21,12 @@ from qfleet.wire import Pub as WirePub
 from qiskit import QuantumCircuit, qasm3, qpy
 from qiskit.primitives.containers import ObservablesArray
 
-from .backends import MID_CIRCUIT_BACKENDS, STANDARD_GATES, Backend
+from .backends import DEFAULT_SHOTS, MID_CIRCUIT_BACKENDS, STANDARD_GATES, Backend
 from .errors import InvalidRequest
 from .gradients import NotDifferentiable, resolve
 from .settings import Settings
 
 _ALLOWED_DIRECTIVES = {"barrier", "delay", "global_phase"}
-DEFAULT_DEVICE_SHOTS = 4096
 DEFAULT_SAMPLER_SHOTS = 1024  # Qiskit's SamplerV2 default
 _STANDARD = set(STANDARD_GATES)
 _PAULI_LABEL = re.compile(r"^[IXYZ]+$")
@@ -268,8 +267,8 @@ def parse_pub(
         shots = options.shots
     elif precision > 0:
         shots = math.ceil(1.0 / precision**2)
-    if not shots and not backend.exact:
-        shots = DEFAULT_DEVICE_SHOTS  # a QPU (model) estimates from shots; exact is not on offer
+    if not shots and backend.is_device:
+        shots = DEFAULT_SHOTS
     if shots:
         if not backend.supports_shots:
             raise _fail(i, "option_not_supported", f"backend '{backend.name}' is exact only; drop precision and shots")

@@ -18,11 +18,9 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
-from .backends import served_backends
+from .backends import all_backends
 from .settings import Settings
 from .store import Store, connect
-
-SIMULATORS = ("aer", "lightning")
 
 
 def _die_with_parent() -> None:
@@ -178,7 +176,9 @@ class Stack:
 
     def start_worker(self, i: int, threads: int) -> subprocess.Popen[bytes]:
         """A simulator worker (aer, lightning) with its share of the cores."""
-        backends = [arg for b in SIMULATORS for arg in ("--backend", b)]
+        settings = Settings(redis_url=self.redis_url or "", dev_mode=True)
+        simulators = [b.name for b in all_backends(settings).values() if not b.is_device]
+        backends = [arg for b in simulators for arg in ("--backend", b)]
         return self._spawn(
             f"worker{i}",
             [sys.executable, "-m", "service.cli", "worker", *backends, "--name", f"w{i}-{secrets.token_hex(3)}"],
@@ -189,7 +189,7 @@ class Stack:
         """One worker for the QPU backends (the wukong72 model, and adapters with credentials): a QPU
         runs one batch at a time, so one process with all the cores serves them."""
         settings = Settings(redis_url=self.redis_url or "", dev_mode=True)
-        devices = [b for b in served_backends(settings) if b not in SIMULATORS]
+        devices = [b.name for b in all_backends(settings).values() if b.is_device and not b.unavailable]
         if not devices:
             return None
         backends = [arg for b in devices for arg in ("--backend", b)]

@@ -21,6 +21,8 @@ from typing import Any
 
 from redis import Redis
 
+from .tasks import JobSpec
+
 EVENTS_CHANNEL = "events"
 JOB_TTL_S = 24 * 3600
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -236,6 +238,14 @@ class Keys:
     def rq_job_id(self, job_id: str, task: int) -> str:
         return f"{job_id}_t{task}"
 
+    def rq_job_prefix(self, job_id: str) -> str:
+        """What every RQ job id of this job's tasks starts with, whatever suffix it was queued with."""
+        return f"{job_id}_t"
+
+    def backend_of_queue(self, queue_name: str) -> str:
+        """The backend whose lane ``queue_name`` is (the inverse of :meth:`queue`)."""
+        return queue_name[len(self.p) + 1 :].rsplit(".", 1)[0]
+
 
 def connect(settings: Any) -> Redis:
     """The Redis client of this deployment: the URL's server, or the master Sentinel names."""
@@ -283,7 +293,7 @@ class Store:
         job_id: str,
         tenant: str,
         backend: str,
-        spec: dict[str, Any],
+        spec: JobSpec,
         data: dict[str, bytes],
         tasks_total: int,
         queue: str = "",
@@ -303,7 +313,7 @@ class Store:
                 "created_at": repr(now),
                 "tasks_total": tasks_total,
                 "queue": queue,
-                "spec": json.dumps(spec, separators=(",", ":")),
+                "spec": spec.to_json(),
             },
         )
         pipe.expire(k.job(job_id), self.ttl_s)
@@ -333,12 +343,31 @@ class Store:
         values = self.redis.hmget(self.keys.job(job_id), names)
         return [None if v is None else v.decode() for v in values]  # type: ignore[union-attr]
 
-    def spec(self, job_id: str) -> dict[str, Any] | None:
+    def spec(self, job_id: str) -> JobSpec | None:
         raw = self.job_field(job_id, "spec")
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else JobSpec.from_json(raw)
 
     def tasks_done(self, job_id: str) -> int:
         return int(self.redis.scard(self.keys.job_done(job_id)))
+
+    def done_tasks(self, job_id: str) -> set[int]:
+        return {int(t) for t in self.redis.smembers(self.keys.job_done(job_id))}  # type: ignore[union-attr]
+
+    def job_rows(self, job_ids: list[str], fields: list[str]) -> list[tuple[str, dict[str, str | None], int]]:
+        """(id, the named fields, tasks done) of each job that still exists, in one round trip."""
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), fields)
+            pipe.scard(self.keys.job_done(job_id))
+        replies = pipe.execute()
+        rows = []
+        for job_id, values, done in zip(job_ids, replies[0::2], replies[1::2]):
+            if values[0] is not None:
+                rows.append((job_id, dict(zip(fields, (None if v is None else v.decode() for v in values))), int(done)))
+        return rows
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
 
     def data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
         return self.redis.hmget(self.keys.job_data(job_id), fields)  # type: ignore[return-value]

@@ -25,11 +25,9 @@ def run_worker(
         os.environ[var] = str(settings.worker_threads)
 
     # numpy's BLAS and Lightning's OpenMP size their thread pools when first imported: only now
-    from rq import Queue, SimpleWorker
-    from rq.serializers import JSONSerializer
-
+    from service import queueing
     from service.backends import served_backends
-    from service.store import LANES, Store, connect
+    from service.store import Store, connect
 
     from . import runner as runner_module
 
@@ -41,20 +39,11 @@ def run_worker(
     runner.warm_up()
     runner_module.install(runner)
     threading.Thread(target=runner.renew_leases_forever, name="lease-renewal", daemon=True).start()
-    queues = [
-        Queue(store.keys.queue(b, lane), connection=redis, serializer=JSONSerializer)
-        for lane in LANES
-        for b in backends
-    ]
     while True:
-        # Short maintenance and TTL so RQ's own recovery (tasks stuck between dequeue and start, when
-        # a worker dies in that window, which our leases cannot see) runs within a minute or two.
-        worker = SimpleWorker(
-            queues, connection=redis, serializer=JSONSerializer, name=name, maintenance_interval=15, worker_ttl=45
-        )
-        log.info("worker %s ready on %s", worker.name, ", ".join(q.name for q in queues))
+        worker = queueing.make_worker(store, backends, name)
+        log.info("worker %s ready on %s", worker.name, ", ".join(worker.queue_names()))
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
-        if burst or worker._stop_requested or worker._shutdown_requested_date is not None:  # asked to stop
+        if burst or queueing.stop_requested(worker):
             return
         log.warning("worker loop ended (Redis lost?); starting again once Redis answers")
         while True:

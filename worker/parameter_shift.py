@@ -26,7 +26,7 @@ def parameter_shift(engine: Engine, program: Program, block: Block) -> tuple[np.
     obs_index = None if block.obs_index is None else np.repeat(block.obs_index, 2 * G + 1)
     evs, stds = engine.estimate(
         shift_program,
-        Block(values=expanded.reshape(rows * (2 * G + 1), G), obs_index=obs_index, shots=block.shots, seed=block.seed),
+        Block(expanded.reshape(rows * (2 * G + 1), G), obs_index, block.shots, block.seed, block.noise),
     )
     evs = evs.reshape(*evs.shape[:-1], rows, 2 * G + 1)
     stds = stds.reshape(*stds.shape[:-1], rows, 2 * G + 1)

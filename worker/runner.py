@@ -9,23 +9,23 @@ template is compiled once for all its steps.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 from qiskit import qpy
 from qiskit.quantum_info import SparsePauliOp
-from rq.exceptions import AbandonedJobError
 
+from service import queueing
+from service.backends import Backend, all_backends
 from service.devices.wukong72 import Wukong72Backend
-from service.planner import pack_segment
-from service.queueing import enqueue_tasks
 from service.settings import Settings
 from service.store import Store, TaskStats
+from service.tasks import JobSpec, PubSpec, Segment, pack_segment
 
 from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
@@ -67,10 +67,11 @@ class Runner:
             shot_time_s=settings.device_shot_time_s,
         )
         self.engines: dict[str, Engine] = {"aer": AerEngine(settings.worker_threads), "lightning": self.lightning}
+        self.backends: dict[str, Backend] = all_backends(settings)
         self._current: tuple[str, int] | None = None  # the task this process is running
         self._adapters: dict[str, Engine] = {}
         self._specs = _LRU(64)
-        self._pubs = _LRU(256)  # (job, pub) -> (program, values, pairs)
+        self._pubs = _LRU(8192)  # (job, pub) -> (program, values, pairs); a task may hold thousands
         self._programs = _LRU(128)  # content hash -> Program
         self._payload: dict[str, bytes | None] = {}  # the running task's prefetched payloads
 
@@ -84,7 +85,7 @@ class Runner:
         for engine in self.engines.values():
             engine.estimate(program, Block(values=np.zeros((1, 0))))
 
-    def _spec(self, job_id: str) -> dict[str, Any] | None:
+    def _spec(self, job_id: str) -> JobSpec | None:
         spec = self._specs.hit(job_id)
         if spec is None:
             spec = self.store.spec(job_id)
@@ -92,14 +93,14 @@ class Runner:
                 self._specs.put(job_id, spec)
         return spec  # type: ignore[no-any-return]
 
-    def _prefetch(self, job_id: str, spec: dict[str, Any], segments: list[list[int]]) -> None:
+    def _prefetch(self, job_id: str, spec: JobSpec, segments: list[Segment]) -> None:
         """Load the payloads of a task's PUBs in one round trip (a task may hold thousands of small PUBs)."""
-        missing = sorted({i for i, _, _ in segments if (job_id, i) not in self._pubs})
+        missing = sorted({s.pub for s in segments if (job_id, s.pub) not in self._pubs})
         if len(missing) < 2:
             return
         fields = [f"{kind}{i}" for i in missing for kind in "px"]
-        fields += sorted({f"c{spec['pubs'][i].get('circuit', i)}" for i in missing})
-        fields += sorted({f"o{spec['pubs'][i].get('obs', i)}" for i in missing})
+        fields += sorted({f"c{_ref(spec.pubs[i].circuit, i)}" for i in missing})
+        fields += sorted({f"o{_ref(spec.pubs[i].obs, i)}" for i in missing})
         self._payload = dict(zip(fields, self.store.data(job_id, fields)))
 
     def _data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
@@ -107,21 +108,20 @@ class Runner:
             return [self._payload[f] for f in fields]
         return self.store.data(job_id, fields)
 
-    def _pub(
-        self, job_id: str, i: int, rows: int, pub: dict[str, Any] | None = None
-    ) -> tuple[Program, np.ndarray, np.ndarray | None]:
+    def _pub(self, job_id: str, i: int, pub: PubSpec) -> tuple[Program, np.ndarray, np.ndarray | None]:
         key = (job_id, i)
         cached = self._pubs.hit(key)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        c, o = (pub or {}).get("circuit", i), (pub or {}).get("obs", i)
+        rows = pub.num_values
+        c, o = _ref(pub.circuit, i), _ref(pub.obs, i)
         circuit_raw, values_raw, obs_raw, pairs_raw = self._data(job_id, [f"c{c}", f"p{i}", f"o{o}", f"x{i}"])
         if circuit_raw is None or values_raw is None or obs_raw is None:
             raise LookupError(f"payload of job {job_id} pub {i} is gone (expired or deleted)")
         digest = hashlib.sha256(circuit_raw + b"\0" + obs_raw).hexdigest()
         program = self._programs.hit(digest)
         if program is None:
-            (circuit,) = qpy.load(__import__("io").BytesIO(circuit_raw))
+            (circuit,) = qpy.load(io.BytesIO(circuit_raw))
             observables = [SparsePauliOp.from_list(list(o.items())) for o in json.loads(obs_raw)]
             program = self._programs.put(digest, Program(circuit, observables))
             program.cache["digest"] = digest
@@ -137,7 +137,8 @@ class Runner:
         # cannot compile (multi-parameter angles), and every shot-based estimate.
         return ["aer"] if shots else ["lightning", "aer"]
 
-    def qpu_engine(self, backend: str) -> Engine:
+    def device_engine(self, backend: str) -> Engine:
+        """The engine of a device backend: the wukong72 model, or a real-QPU adapter."""
         if backend == "wukong72":
             return self.device
         if backend not in self._adapters:  # built on first use: they may open network sessions
@@ -155,33 +156,26 @@ class Runner:
         return self._adapters[backend]
 
     def compute(
-        self, program: Program, block: Block, gradient: str | None, used: list[str], backend: str = "aer"
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """evs, stds (and the gradient) of a block on the first engine that can run it."""
-        if backend in ("wukong72", "origin", "ibm"):
-            engine = self.qpu_engine(backend)
-            used.append(engine.name)
+        self, program: Program, block: Block, gradient: str | None, backend: str = "aer"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+        """evs, stds, the gradient (or None) of a block, and the name of the engine that ran it:
+        a device's own engine, else the first simulator engine that can run the block."""
+        if self.backends[backend].is_device:
+            engine = self.device_engine(backend)
             if gradient:
-                return parameter_shift(engine, program, block)
-            evs, stds = engine.estimate(program, block)
-            return evs, stds, None
+                return (*parameter_shift(engine, program, block), engine.name)
+            return (*engine.estimate(program, block), None, engine.name)
         if gradient == "adjoint":
             try:
-                result = self.lightning.gradient(program, block)
-                used.append("lightning-adjoint")
-                return result
+                return (*self.lightning.gradient(program, block), "lightning-adjoint")
             except EngineUnsupported as exc:
                 log.debug("adjoint unavailable (%s); using parameter shift", exc)
         for name in self.engine_order(block.shots):
             engine = self.engines[name]
             try:
                 if gradient:
-                    result = parameter_shift(engine, program, block)
-                    used.append(f"{name}-parameter-shift")
-                    return result
-                evs, stds = engine.estimate(program, block)
-                used.append(name)
-                return evs, stds, None
+                    return (*parameter_shift(engine, program, block), f"{name}-parameter-shift")
+                return (*engine.estimate(program, block), None, name)
             except EngineUnsupported as exc:
                 log.debug("engine %s skipped: %s", name, exc)
         raise RuntimeError("no engine could run this block")  # Aer runs every validated circuit
@@ -195,7 +189,7 @@ class Runner:
         if backend and self.store.is_paused(backend):
             # An admin paused this backend: put the task back at the end of its lane, slowly.
             time.sleep(0.5)
-            enqueue_tasks(self.store, self.settings, queue or "", job_id, [task], f"_p{uuid.uuid4().hex[:8]}")
+            queueing.enqueue(self.store, self.settings, queue or "", job_id, [task], "paused")
             return -1
         spec = self._spec(job_id)
         if spec is None:
@@ -211,20 +205,19 @@ class Runner:
             self.store.drop_lease(job_id, task)
 
     @staticmethod
-    def _mergeable(pub: dict[str, Any]) -> bool:
-        # exact estimates only: shot-based segments keep a seed of their own, so identical PUBs
-        # give identical values wherever they land
-        return pub["mode"] == "product" and not pub["shots"] and pub.get("primitive", "estimator") == "estimator"
+    def _mergeable(pub: PubSpec) -> bool:
+        # exact estimates only: shot-based segments keep a seed of their own
+        return pub.mode == "product" and not pub.shots and pub.primitive == "estimator"
 
-    def _runs(self, job_id: str, spec: dict[str, Any], segments: list[list[int]]) -> list[list[list[int]]]:
-        """Consecutive segments whose PUBs share circuit, observables and options, run together."""
-        runs: list[list[list[int]]] = []
+    def _runs(self, spec: JobSpec, segments: list[Segment]) -> list[list[Segment]]:
+        """Consecutive segments whose PUBs share circuit, observables and options run together."""
+        runs: list[list[Segment]] = []
         last_key: Any = None
         for seg in segments:
-            pub = spec["pubs"][seg[0]]
+            pub = spec.pubs[seg.pub]
             key = None
             if self._mergeable(pub):
-                key = (pub.get("circuit", seg[0]), pub.get("obs", seg[0]), pub.get("gradient"))
+                key = (_ref(pub.circuit, seg.pub), _ref(pub.obs, seg.pub), pub.gradient)
             if key is not None and key == last_key:
                 runs[-1].append(seg)
             else:
@@ -234,15 +227,9 @@ class Runner:
 
     def sample(self, program: Program, block: Block, used: list[str], backend: str) -> bytes:
         """Packed clbit memory of a block, (rows, shots, bytes) uint8, on the backend's sampler engine."""
-        if backend == "wukong72":
-            engine: Any = self.device
-        elif backend in ("origin", "ibm"):
-            engine = self.qpu_engine(backend)
-        else:
-            engine = self.engines["aer"]
+        engine: Any = self.device if backend == self.device.backend.name else self.engines["aer"]
         used.append(f"{engine.name}-sampler")
-        memory = engine.sample(program, block)
-        return np.ascontiguousarray(memory, dtype=np.uint8).tobytes()
+        return np.ascontiguousarray(engine.sample(program, block), dtype=np.uint8).tobytes()
 
     def renew_leases_forever(self) -> None:
         """Keeps the running task's lease alive while this process lives (a daemon thread)."""
@@ -255,58 +242,55 @@ class Runner:
                 except Exception as exc:  # Redis away; the task itself will notice
                     log.debug("lease renewal failed: %s", exc)
 
-    def _run(self, job_id: str, task: int, spec: dict[str, Any], backend: str, tenant: str, wait: float) -> int:
-        seed = spec.get("seed")
+    def _run(self, job_id: str, task: int, spec: JobSpec, backend: str, tenant: str, wait: float) -> int:
         parts: list[bytes] = []
         engines_used: list[str] = []
         meta: dict[str, Any] = {}
         t0 = time.perf_counter()
-        segments = spec["tasks"][task]
+        segments = spec.tasks[task]
         self._payload = {}
         self._prefetch(job_id, spec, segments)
-        self.device.noise = bool(spec.get("noise", True))
-        for run in self._runs(job_id, spec, segments):
+        for run in self._runs(spec, segments):
             i, start, stop = run[0]
-            pub = spec["pubs"][i]
-            program, values, pairs = self._pub(job_id, i, int(pub["M"]), pub)
+            pub = spec.pubs[i]
+            program, values, pairs = self._pub(job_id, i, pub)
             if len(run) > 1:  # PUBs sharing one program: one engine call, split afterwards
-                block = Block(
-                    values=np.concatenate(
-                        [self._pub(job_id, j, int(spec["pubs"][j]["M"]), spec["pubs"][j])[1][a:b] for j, a, b in run]
-                    )
-                )
-            elif pub["mode"] == "product":
+                block = Block(np.concatenate([self._pub(job_id, j, spec.pubs[j])[1][a:b] for j, a, b in run]))
+            elif pub.mode == "product":
                 block = Block(values=values[start:stop])
             else:
                 rows = pairs[start:stop]  # type: ignore[index]
-                block = Block(values=values[rows[:, 1]], obs_index=rows[:, 0])
-            block.shots = int(pub["shots"])
-            sampler = pub.get("primitive") == "sampler"
-            # a sampler seeds each bound circuit with the job's seed, as Qiskit's reference sampler does
-            block.seed = (None if seed is None else int(seed)) if sampler else block_seed(seed, program, block)
+                block = Block(values[rows[:, 1]], rows[:, 0])
+            block.shots, block.noise = pub.shots, spec.noise
+            sampler = pub.primitive == "sampler"
+            # A sampler seeds each bound circuit with the job's seed, as Qiskit's reference
+            # sampler does; an estimate's seed comes from the block's content, so identical
+            # PUBs give identical values wherever they land.
+            block.seed = spec.seed if sampler else block_seed(spec.seed, program, block)
             if sampler:
                 parts.append(self.sample(program, block, engines_used, backend))
+                if backend == self.device.backend.name:
+                    meta[str(i)] = self.device.describe_sample(program, block)
+                continue
+            evs, stds, grad, engine = self.compute(program, block, pub.gradient, backend)
+            engines_used.append(engine)
+            if len(run) == 1:
+                parts.append(pack_segment(evs, stds, grad))
             else:
-                evs, stds, grad = self.compute(program, block, pub.get("gradient"), engines_used, backend)
-                if len(run) == 1:
-                    parts.append(pack_segment(evs, stds, grad))
-                else:
-                    pos = 0
-                    for _, a, b in run:
-                        cols = slice(pos, pos + b - a)
-                        parts.append(pack_segment(evs[:, cols], stds[:, cols], None if grad is None else grad[:, cols]))
-                        pos += b - a
-            if backend == "wukong72":
+                pos = 0
+                for _, a, b in run:
+                    cols = slice(pos, pos + b - a)
+                    parts.append(pack_segment(evs[:, cols], stds[:, cols], None if grad is None else grad[:, cols]))
+                    pos += b - a
+            if backend == self.device.backend.name:
                 for j, _, _ in run:
-                    meta[str(j)] = self.device.last_metadata
-            if seed is not None:
-                for j, _, _ in run:
-                    meta.setdefault(str(j), {})["seed"] = block.seed
+                    meta[str(j)] = self.device.describe(program, block)
+            elif spec.seed is not None and block.shots:
+                meta[str(i)] = {"seed": block.seed}
         self._payload = {}
         if meta:
             self.store.set_task_meta(job_id, task, meta)
-        circuits = sum(stop - start for _, start, stop in spec["tasks"][task])
-        stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, circuits)
+        stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
         outcome = self.store.complete_task(job_id, task, b"".join(parts), stats)
         log.info(
             "task done",
@@ -340,7 +324,7 @@ def run_task(job_id: str, task: int) -> int:
 
 def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:
     """RQ failure callback: after its retries a task fails its job, with the reason."""
-    if _runner is None or job.retries_left or (type is not None and issubclass(type, AbandonedJobError)):
+    if _runner is None or job.retries_left or queueing.is_abandoned(type):
         return  # retried by RQ; abandoned tasks are re-queued by the API's lease reaper
     job_id, task = job.args
     _runner.store.finish(
@@ -348,7 +332,12 @@ def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: 
     )
 
 
-def block_seed(seed: Any, program: Program, block: Block) -> int | None:
+def _ref(index: int, own: int) -> int:
+    """A PUB's payload blob: its own, or (index >= 0) the first PUB's with the same content."""
+    return own if index < 0 else index
+
+
+def block_seed(seed: int | None, program: Program, block: Block) -> int | None:
     """A block's seed from the job's seed and the block's content: identical PUBs given one
     seed give identical values, wherever the planner put them."""
     if seed is None:

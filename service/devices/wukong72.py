@@ -22,6 +22,8 @@ from qiskit.circuit.library import CZGate, Measure, RZGate, SXGate, XGate
 from qiskit.providers import BackendV2, Options, QubitProperties
 from qiskit.transpiler import InstructionProperties, Target
 
+from ..backends import DEFAULT_SHOTS
+
 ROWS, COLS = 12, 6
 NUM_QUBITS = ROWS * COLS
 CALIBRATION_FILE = Path(__file__).with_name("wukong72_calibration.json")
@@ -133,7 +135,7 @@ class Wukong72Backend(BackendV2):  # type: ignore[misc]
 
     @classmethod
     def _default_options(cls) -> Options:
-        return Options(shots=4096)
+        return Options(shots=DEFAULT_SHOTS)
 
     def run(self, run_input: Any, **options: Any) -> Any:
         raise NotImplementedError("submit to qfleet with backend='wukong72'")

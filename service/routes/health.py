@@ -15,7 +15,7 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, summary="Health")
 def healthz(jobs: JobsDep) -> JSONResponse:
     try:
-        jobs.store.redis.ping()
+        jobs.store.ping()
         redis_ok = True
         workers = jobs.worker_count()
     except Exception:

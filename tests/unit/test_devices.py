@@ -60,8 +60,8 @@ def test_noise_off_agrees_with_exact_statevector_within_shot_error(seed: int) ->
     ]
     values = rng.uniform(-np.pi, np.pi, (3, circuit.num_parameters))
     engine = DeviceEngine(Wukong72Backend(), 1)
-    engine.noise = False
-    evs, stds = engine.estimate(Program(circuit, observables), Block(values=values, shots=20_000, seed=seed))
+    block = Block(values=values, shots=20_000, seed=seed, noise=False)
+    evs, stds = engine.estimate(Program(circuit, observables), block)
     assert np.all(stds > 0)
     assert np.max(np.abs(evs - exact(circuit, observables, values)) / stds) < 5.0
 
@@ -82,14 +82,14 @@ def test_noise_shrinks_z_with_depth() -> None:
 
 def test_72_qubits_run_on_matrix_product_states() -> None:
     engine = DeviceEngine(Wukong72Backend(), 1)
-    engine.noise = False
     circuit = training_ansatz(72)
     obs = [SparsePauliOp("I" * 71 + "Z"), SparsePauliOp("I" * 70 + "ZZ")]
-    evs, stds = engine.estimate(
-        Program(circuit, obs), Block(values=np.zeros((2, circuit.num_parameters)), shots=2000, seed=1)
-    )
-    assert engine.last_metadata["engine"] == "aer-matrix_product_state"
-    assert len(engine.last_metadata["physical_qubits"]) == 72 and engine.last_metadata["two_qubit_gates"] >= 142
+    program = Program(circuit, obs)
+    block = Block(values=np.zeros((2, circuit.num_parameters)), shots=2000, seed=1, noise=False)
+    evs, stds = engine.estimate(program, block)
+    metadata = engine.describe(program, block)
+    assert metadata["engine"] == "aer-matrix_product_state"
+    assert len(metadata["physical_qubits"]) == 72 and metadata["two_qubit_gates"] >= 142
     np.testing.assert_allclose(evs, 1.0, atol=1e-9)  # all-zero angles: |0…0>, Z0 = Z0Z1 = 1
 
 

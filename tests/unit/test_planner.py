@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from qiskit.circuit import ParameterVector, QuantumCircuit
 
-from service.planner import assemble, pack_segment, plan_job
+from service.planner import plan_job
 from service.pubs import ParsedPub
+from service.tasks import JobSpec, assemble, pack_segment
 
 
 def make_pub(obs_shape: tuple[int, ...], par_shape: tuple[int, ...], n: int = 2, P: int = 2) -> ParsedPub:
@@ -31,9 +32,9 @@ def run_fake_tasks(plan, pubs) -> dict[int, bytes]:  # type: ignore[no-untyped-d
     for t, segments in enumerate(plan.tasks):
         parts = []
         for i, start, stop in segments:
-            spec = plan.spec["pubs"][i]
-            if spec["mode"] == "product":
-                k, m = np.meshgrid(np.arange(spec["K"]), np.arange(start, stop), indexing="ij")
+            spec = plan.spec.pubs[i]
+            if spec.mode == "product":
+                k, m = np.meshgrid(np.arange(spec.num_observables), np.arange(start, stop), indexing="ij")
             else:
                 pairs = np.frombuffer(plan.data[f"x{i}"], dtype="<i8").reshape(-1, 2)[start:stop]
                 k, m = pairs[:, 0], pairs[:, 1]
@@ -83,6 +84,14 @@ def test_big_pubs_split_and_small_pubs_share_tasks() -> None:
 
 def test_zip_mode_when_product_would_waste_work() -> None:
     plan = plan_job([make_pub((64,), (64,))], 1.0)
-    assert plan.spec["pubs"][0]["mode"] == "zip"
+    assert plan.spec.pubs[0].mode == "zip"
     plan = plan_job([make_pub((8, 1), (64,))], 1.0)
-    assert plan.spec["pubs"][0]["mode"] == "product"
+    assert plan.spec.pubs[0].mode == "product"
+
+
+def test_spec_survives_its_json_round_trip() -> None:
+    pubs = [make_pub((4, 1), (7,)), make_pub((3,), (3,), n=3, P=1)]
+    plan = plan_job(pubs, 1e-4, seed=7, noise=False, priority="high")
+    again = JobSpec.from_json(plan.spec.to_json())
+    assert again == plan.spec
+    assert all(isinstance(s.pub, int) for t in again.tasks for s in t)

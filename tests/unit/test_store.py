@@ -6,10 +6,11 @@ from __future__ import annotations
 from redis import Redis
 
 from service.store import Store
+from service.tasks import JobSpec
 
 
 def make_job(store: Store, job_id: str, tasks: int) -> None:
-    store.create_job(job_id, "t", "aer", {"pubs": [], "tasks": [[]] * tasks}, {"c0": b"x"}, tasks)
+    store.create_job(job_id, "t", "aer", JobSpec(pubs=[], tasks=[[]] * tasks), {"c0": b"x"}, tasks)
 
 
 def test_a_task_that_runs_twice_completes_the_job_once(clean_redis: str) -> None:

@@ -35,6 +35,7 @@ class Block:
     obs_index: np.ndarray | None = None  # (rows,) in zip mode; None in product mode
     shots: int = 0
     seed: int | None = None
+    noise: bool = True  # device models: simulate the calibration's noise (the job's `noise` option)
 
 
 class Engine(Protocol):

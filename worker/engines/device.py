@@ -25,11 +25,10 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, thermal_relaxation_error
 
+from service.backends import DEFAULT_SHOTS
 from service.devices.wukong72 import Wukong72Backend
 
 from . import Block, Program, as_block_result, block_pub, memory_of, with_all_clbits
-
-DEFAULT_SHOTS = 4096
 
 
 @dataclass
@@ -55,8 +54,6 @@ class DeviceEngine:
             optimization_level=1, target=backend.target, seed_transpiler=11
         )
         self._noise: dict[tuple[int, ...], NoiseModel] = {}
-        self.noise = True  # set per task from the job's options
-        self.last_metadata: dict[str, Any] = {}
 
     def compile(self, program: Program) -> _Compiled:
         key = f"device:{self.backend.name}"
@@ -137,7 +134,7 @@ class DeviceEngine:
         return "matrix_product_state"
 
     def estimate(self, program: Program, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        noise = self.noise
+        noise = block.noise
         compiled = self.compile(program)
         shots = block.shots or DEFAULT_SHOTS
         method = self.method(len(compiled.physical), noise)
@@ -155,17 +152,21 @@ class DeviceEngine:
             data = estimator.run([pub]).result()[0].data
             if self.shot_time_s:
                 time.sleep(self.shot_time_s * shots * len(block.values))
-        self.last_metadata = {
-            "engine": f"aer-{method}" + ("-noisy" if noise else ""),
-            "shots": shots,
+        return as_block_result(data, shape)
+
+    def describe(self, program: Program, block: Block) -> dict[str, Any]:
+        """What ran a block: the provenance a result's metadata carries."""
+        compiled = self.compile(program)
+        return {
+            "engine": f"aer-{self.method(len(compiled.physical), block.noise)}" + ("-noisy" if block.noise else ""),
+            "shots": block.shots or DEFAULT_SHOTS,
             "seed": block.seed,
             "calibration": self.calibration["id"],
             "transpiled_depth": compiled.depth,
             "two_qubit_gates": compiled.two_qubit_gates,
             "physical_qubits": compiled.physical,
-            "noise": noise,
+            "noise": block.noise,
         }
-        return as_block_result(data, shape)
 
     def _compile_sampler(self, program: Program) -> tuple[QuantumCircuit, list[int], list[int], int]:
         """Transpiled onto the device with its measurements, then compacted onto the physical
@@ -175,14 +176,13 @@ class DeviceEngine:
         cached = program.cache.get(key)
         if cached is None:
             transpiled = self.pass_manager.run(with_all_clbits(program.circuit))
-            physical = sorted(
-                {
-                    transpiled.find_bit(q).index
-                    for inst in transpiled.data
-                    if inst.operation.name not in ("barrier", "delay")
-                    for q in inst.qubits
-                }
-            ) or [0]
+            used = {
+                transpiled.find_bit(q).index
+                for inst in transpiled.data
+                if inst.operation.name not in ("barrier", "delay")
+                for q in inst.qubits
+            }
+            physical = sorted(used) or [0]
             index = {p: i for i, p in enumerate(physical)}
             compact = QuantumCircuit(len(physical))
             compact.add_bits(transpiled.clbits)
@@ -200,12 +200,11 @@ class DeviceEngine:
 
     def sample(self, program: Program, block: Block) -> np.ndarray:
         """Packed clbit memory (rows, shots, bytes) from the noisy device model, readout error included."""
-        compact, physical, columns, depth = self._compile_sampler(program)
-        noise = self.noise
-        method = self.method(len(physical), noise)
+        compact, physical, columns, _ = self._compile_sampler(program)
+        method = self.method(len(physical), block.noise)
         simulator = AerSimulator(
             method=method,
-            noise_model=self.noise_model(physical) if noise else None,
+            noise_model=self.noise_model(physical) if block.noise else None,
             max_parallel_threads=self.threads,
         )
         sampler = BackendSamplerV2(backend=simulator, options={"seed_simulator": block.seed})
@@ -215,13 +214,16 @@ class DeviceEngine:
             data = sampler.run([(compact, values, block.shots)]).result()[0].data
             if self.shot_time_s:
                 time.sleep(self.shot_time_s * block.shots * rows)
-        self.last_metadata = {
-            "engine": f"aer-{method}" + ("-noisy" if noise else ""),
+        return memory_of(data, rows, block.shots, compact.num_clbits)
+
+    def describe_sample(self, program: Program, block: Block) -> dict[str, Any]:
+        _, physical, _, depth = self._compile_sampler(program)
+        return {
+            "engine": f"aer-{self.method(len(physical), block.noise)}" + ("-noisy" if block.noise else ""),
             "shots": block.shots,
             "seed": block.seed,
             "calibration": self.calibration["id"],
             "transpiled_depth": depth,
             "physical_qubits": physical,
-            "noise": noise,
+            "noise": block.noise,
         }
-        return memory_of(data, rows, block.shots, compact.num_clbits)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from qiskit.transpiler import generate_preset_pass_manager
 
+from service.backends import DEFAULT_SHOTS
+
 from . import Block, Program, as_block_result, block_pub
 
 
@@ -40,7 +42,7 @@ class IBMEngine:
             circuit = self.pass_manager.run(program.circuit)
             isa = program.cache["ibm"] = (circuit, [o.apply_layout(circuit.layout) for o in program.observables])
         circuit, observables = isa
-        shots = block.shots or 4096
+        shots = block.shots or DEFAULT_SHOTS
         pub, shape = block_pub(circuit, observables, block)
         with Batch(backend=self.backend) as batch:
             estimator = EstimatorV2(mode=batch)

@@ -20,6 +20,8 @@ from qiskit.providers import BackendV2, JobStatus, JobV1, Options
 from qiskit.result import Result
 from qiskit.transpiler import Target
 
+from service.backends import DEFAULT_SHOTS
+
 from . import Block, Program, as_block_result, block_pub
 
 BASIS = ["h", "x", "y", "z", "s", "sdg", "t", "tdg", "rx", "ry", "rz", "cx", "cz", "swap", "u"]
@@ -94,9 +96,9 @@ class OriginSampler(BackendV2):  # type: ignore[misc]
 
     @classmethod
     def _default_options(cls) -> Options:
-        return Options(shots=4096, seed_simulator=None)
+        return Options(shots=DEFAULT_SHOTS, seed_simulator=None)
 
-    def run(self, circuits: Any, shots: int = 4096, **_: Any) -> _DoneJob:
+    def run(self, circuits: Any, shots: int = DEFAULT_SHOTS, **_: Any) -> _DoneJob:
         circuits = circuits if isinstance(circuits, list) else [circuits]
         progs = [to_qprog(c) for c in circuits]
         if self.qcloud_backend is not None:
@@ -164,7 +166,7 @@ class OriginEngine:
         circuit = program.cache.get("origin")
         if circuit is None:
             circuit = program.cache["origin"] = transpile(program.circuit, basis_gates=BASIS, optimization_level=1)
-        shots = block.shots or 4096
+        shots = block.shots or DEFAULT_SHOTS
         estimator = BackendEstimatorV2(
             backend=self._backend(circuit.num_qubits), options={"default_precision": 1 / np.sqrt(shots)}
         )

@@ -1,0 +1,31 @@
+"""The house's walls: the worker loads no API code, and RQ's entry points resolve."""
+
+import importlib
+import subprocess
+import sys
+
+from service import queueing
+
+
+def test_worker_loads_neither_fastapi_nor_the_pub_validator() -> None:
+    code = (
+        "import sys, worker.runner, worker.main; "
+        "bad = [m for m in ('fastapi', 'starlette', 'service.pubs', 'service.jobs', 'service.planner', "
+        "'service.app', 'qiskit_qasm3_import') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_rq_entry_points_resolve_to_the_worker_functions() -> None:
+    for dotted in (queueing.TASK_FUNCTION, queueing.FAILURE_CALLBACK):
+        module, name = dotted.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_only_the_queue_boundary_imports_rq() -> None:
+    out = subprocess.run(
+        ["grep", "-rlE", r"^\s*(from|import) rq\b", "service", "worker"], capture_output=True, text=True
+    )
+    assert sorted(out.stdout.split()) == ["service/queueing.py"]
