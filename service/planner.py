@@ -49,11 +49,12 @@ def gradient_factor(method: str | None, num_parameters: int) -> float:
     return 3.0 + 0.1 * num_parameters  # adjoint: a few passes, and a P-wide reduction
 
 
-def row_seconds(pub: ParsedPub, mode: str, qubit_cap: int = COST_QUBIT_CAP) -> float:
+def row_seconds(pub: ParsedPub, mode: str, qubit_cap: int = COST_QUBIT_CAP, size: int | None = None) -> float:
     terms = sum(len(o) for o in pub.observables)
     per_row_terms = terms if mode == "product" else terms / max(1, len(pub.observables))
     amps = 2.0 ** min(pub.num_qubits, qubit_cap)
-    seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (pub.circuit.size() + per_row_terms)
+    size = pub.circuit.size() if size is None else size
+    seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (size + per_row_terms)
     if pub.shots:
         seconds = seconds * _AER_FACTOR + _SHOT_S * pub.shots * max(1.0, per_row_terms)
     return float(seconds * gradient_factor(pub.gradient, pub.num_parameters))
@@ -86,6 +87,7 @@ def plan_job(
     # program in the workers: a training step's thousands of one-row PUBs cost about one PUB.
     first_circuit: dict[bytes, int] = {}
     first_obs: dict[bytes, int] = {}
+    sizes: dict[int, tuple[Any, int, int]] = {}
     for i, pub in enumerate(pubs):
         mode = choose_mode(pub)
         if mode == "product":
@@ -104,7 +106,11 @@ def plan_job(
         if o == i:
             data[f"o{i}"] = obs_bytes
         data[f"p{i}"] = np.ascontiguousarray(pub.values, dtype="<f8").tobytes()
-        depth = pub.circuit.depth()
+        # depth and size once per circuit object: PUBs sharing a circuit share the parsed object
+        shared = sizes.get(id(pub.circuit))
+        if shared is None or shared[0] is not pub.circuit:
+            shared = sizes[id(pub.circuit)] = (pub.circuit, pub.circuit.depth(), pub.circuit.size())
+        _, depth, size = shared
         pub_specs.append(
             PubSpec(
                 num_qubits=pub.num_qubits,
@@ -129,7 +135,7 @@ def plan_job(
         )
         circuits += rows
         cost_units += rows * 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP) * max(1, depth)
-        row_s = row_seconds(pub, mode, qubit_cap)
+        row_s = row_seconds(pub, mode, qubit_cap, size)
         chunks = max(1, math.ceil(rows * row_s / task_target_s))
         chunk = math.ceil(rows / chunks)
         for start in range(0, rows, chunk):

@@ -63,7 +63,7 @@ def encode_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
         encoded_values = encode_array(arr) if arr.size or arr.ndim > 1 else None
     return Pub(
         circuit=encode_circuit(circuit) if table is None else table.index(circuit),
-        observables=encode_observables(observables),
+        observables=encode_observables(observables) if table is None else table.observables(observables),
         parameter_values=encoded_values,
         precision=precision,
     )
@@ -76,6 +76,7 @@ class CircuitTable:
         self.circuits: list[Circuit] = []
         self._by_object: dict[int, tuple[Any, int]] = {}
         self._by_data: dict[tuple[str, str], int] = {}
+        self._observables: dict[int, tuple[Any, Any]] = {}
 
     def index(self, circuit: Any) -> int:
         hit = self._by_object.get(id(circuit))
@@ -88,6 +89,15 @@ class CircuitTable:
             self.circuits.append(encoded)
         self._by_object[id(circuit)] = (circuit, self._by_data[key])  # the object kept alive: ids stay unique
         return self._by_data[key]
+
+    def observables(self, observables: Any) -> Any:
+        """Encoded once per object: a training batch repeats one observables list in every PUB."""
+        hit = self._observables.get(id(observables))
+        if hit is not None and hit[0] is observables:
+            return hit[1]
+        encoded = encode_observables(observables)
+        self._observables[id(observables)] = (observables, encoded)
+        return encoded
 
 
 def encode_sampler_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
