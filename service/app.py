@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,58 +15,22 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from qfleet.wire import JobOptions
+from redis.exceptions import ResponseError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, dashboard, metrics
-from .errors import PayloadTooLarge, RateLimited, ServiceError
+from .errors import RateLimited, ServiceError, Unavailable
 from .events import JobEvents
+from .guards import BodyLimit, ClientGuard, Refused
 from .jobs import JobService
 from .routes import admin, backends, health, jobs
 from .settings import Settings
 from .store import Store, connect
 
 log = logging.getLogger("qfleet.api")
-
-
-class BodyLimit:
-    """Refuses a body over ``limit`` bytes with 413 before it is read in full."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._refuse(send, int(length))
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise PayloadTooLarge(self._message(seen), limit=self.limit)
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except PayloadTooLarge:
-            await self._refuse(send, seen)
-
-    def _message(self, size: int) -> str:
-        return f"request body of {size} bytes is over the {self.limit}-byte limit; split the job into smaller ones"
-
-    async def _refuse(self, send: Send, size: int) -> None:
-        body = PayloadTooLarge(self._message(size), limit=self.limit).body()
-        response = JSONResponse(status_code=413, content=body)
-        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})
+# Error codes of the HTTP errors the framework raises itself (unknown path, wrong method, unreadable body).
+_HTTP_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout"}
 
 
 async def _reap_forever(jobs: JobService, every_s: float) -> None:
@@ -96,8 +61,10 @@ def create_app(settings: Settings) -> FastAPI:
             store.add_api_key(settings.admin_key, tenant="admin", role="admin")
         app.state.settings = settings
         app.state.jobs = JobService(settings, store)
+        app.state.submitting = Counter()
         app.state.events = JobEvents(settings, store.keys.events)
         await app.state.events.start()
+        await run_in_threadpool(app.state.jobs.parsers.warm)
         reaper = asyncio.create_task(_reap_forever(app.state.jobs, settings.lease_s / 5))
         try:
             yield
@@ -131,10 +98,30 @@ def create_app(settings: Settings) -> FastAPI:
         first = problems[0] if problems else {"loc": [], "msg": "invalid"}
         where = ".".join(first["loc"][1:]) or "body"
         message = f"{where}: {first['msg']}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-        body: dict[str, Any] = {
-            "error": {"code": "invalid_request", "message": message, "details": {"errors": problems}}
-        }
+        code = "invalid_request"
+        unknown = [p for p in problems if p["type"] == "extra_forbidden" and "options" in p["loc"]]
+        if unknown:
+            code = "option_not_supported"
+            names = ", ".join(repr(p["loc"][-1]) for p in unknown)
+            message = f"unknown option {names}; the options are {', '.join(JobOptions.model_fields)}"
+        body: dict[str, Any] = {"error": {"code": code, "message": message, "details": {"errors": problems}}}
         return JSONResponse(status_code=422, content=body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, Refused):
+            return JSONResponse(status_code=exc.status_code, content=exc.error.body(), headers=exc.headers)
+        code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
+        body = {"error": {"code": code, "message": str(exc.detail), "details": {}}}
+        return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
+
+    @app.exception_handler(ResponseError)
+    async def redis_refused(request: Request, exc: ResponseError) -> JSONResponse:
+        if str(exc).startswith("OOM"):  # Redis at maxmemory with noeviction: nothing was written
+            log.warning("Redis is full: %s %s refused", request.method, request.url.path)
+            error = Unavailable("the job store is full; retry later", code="storage_full", retry_after=5.0)
+            return JSONResponse(status_code=503, content=error.body(), headers={"Retry-After": "5"})
+        return await internal_error(request, exc)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -150,4 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
     dashboard.install(app)
     app.include_router(health.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        ClientGuard, body_timeout_s=settings.body_timeout_s, max_requests=settings.max_requests_per_client
+    )
     return app

@@ -46,12 +46,6 @@ class Backend:
         """A device runs one batch at a time: give it tasks this many times bigger."""
         return 20.0 if self.is_device else 1.0
 
-    @property
-    def cost_qubit_cap(self) -> int:
-        """The width past which the cost model stops doubling: a device model simulates wide
-        circuits as matrix-product states, whose cost does not grow as 2^n."""
-        return 12 if self.is_device else 30
-
 
 def all_backends(settings: Any) -> dict[str, Backend]:
     """Every backend a user can name: simulators, the device model, real-QPU adapters."""

@@ -8,6 +8,7 @@ ServiceError (500)
 ├── NotFound (404)            also another tenant's job
 ├── Conflict (409)
 └── RateLimited (429)         with Retry-After
+    └── Unavailable (503)     the service is full or busy for now
 """
 
 from __future__ import annotations
@@ -69,3 +70,10 @@ class RateLimited(ServiceError):
     def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
         super().__init__(message, code=code, retry_after=round(retry_after, 3))
         self.retry_after = retry_after
+
+
+class Unavailable(RateLimited):
+    """503: not this request's fault, and not for long (storage near its cap, parsers busy)."""
+
+    status = 503
+    code = "unavailable"

@@ -95,8 +95,18 @@ def shift_plan(circuit: QuantumCircuit) -> ShiftPlan:
     return ShiftPlan(circuit=out, angles=angles, num_parameters=circuit.num_parameters)
 
 
-def resolve(method: str, circuit: QuantumCircuit, shots: int) -> str:
-    """The method a PUB's gradient will use; raises NotDifferentiable with the reason.
+def check_adjoint(circuit: QuantumCircuit) -> None:
+    """Raises NotDifferentiable unless every angle is affine in one parameter (adjoint's need)."""
+    columns = {p: j for j, p in enumerate(circuit.parameters)}
+    for inst in circuit.data:
+        for value in inst.operation.params:
+            if isinstance(value, ParameterExpression):  # a constant (or a unitary's matrix) is fine
+                affine_angle(value, columns)
+
+
+def resolve(method: str, shots: int, shift_error: str | None, adjoint_error: str | None) -> str:
+    """The method a PUB's gradient will use, given why each method cannot run (None: it can);
+    raises NotDifferentiable with the reason.
 
     ``auto`` is adjoint differentiation on exact runs (a few statevector passes instead of
     2G+1 circuits), else the parameter-shift rule.
@@ -108,10 +118,9 @@ def resolve(method: str, circuit: QuantumCircuit, shots: int) -> str:
             raise NotDifferentiable(
                 "adjoint gradients need exact simulation; drop shots/precision or use 'parameter-shift'"
             )
-        columns = {p: j for j, p in enumerate(circuit.parameters)}
-        for inst in circuit.data:
-            for value in inst.operation.params:
-                affine_angle(value, columns)
+        if adjoint_error:
+            raise NotDifferentiable(adjoint_error)
         return method
-    shift_plan(circuit)
+    if shift_error:
+        raise NotDifferentiable(shift_error)
     return "parameter-shift"

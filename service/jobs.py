@@ -6,7 +6,6 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import replace
 from typing import Any
 
 from qfleet.wire import (
@@ -22,12 +21,14 @@ from qfleet.wire import (
 )
 
 from . import queueing
+from .admission import Admission
 from .backends import Backend, all_backends
-from .errors import InvalidRequest, NotFound, RateLimited
-from .planner import plan_job
+from .errors import NotFound
+from .parsing import shared_pool
+from .planner import plan_job, price_job
 from .pubs import CircuitCache, parse_pub
 from .settings import Settings, TenantLimits
-from .store import LANES, Store
+from .store import Store
 from .tasks import JobSpec, assemble, assemble_samples
 
 log = logging.getLogger("qfleet.api")
@@ -45,110 +46,57 @@ RECORD_FIELDS = (
 
 
 class JobService:
+    """The job lifecycle: submit, info, result, cancel, re-queue, and the lease reaper."""
+
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.backends: dict[str, Backend] = all_backends(settings)
+        self.admission = Admission(settings, store, self.backends)
         self.circuits = CircuitCache()
-        self._limits: dict[str, tuple[float, TenantLimits]] = {}
+        self.parsers = shared_pool(settings.parsers, settings.parse_timeout_s, settings.parse_memory_bytes)
 
     def backend(self, name: str) -> Backend:
-        backend = self.backends.get(name)
-        if backend is None:
-            raise InvalidRequest(
-                f"unknown backend '{name}'; GET /v1/backends lists them ({', '.join(sorted(self.backends))})",
-                code="unknown_backend",
-                backend=name,
-            )
-        return backend
+        return self.admission.backend(name)
 
     def limits(self, tenant: str) -> TenantLimits:
-        """A tenant's limits, read at most once a second per API process (an admin's change applies within 1 s)."""
-        cached = self._limits.get(tenant)
-        if cached is not None and time.monotonic() - cached[0] < 1.0:
-            return cached[1]
-        limits = TenantLimits.model_validate({**self.settings.tenant.model_dump(), **self.store.tenant_limits(tenant)})
-        self._limits[tenant] = (time.monotonic(), limits)
-        return limits
+        return self.admission.limits(tenant)
 
     def forget_limits(self, tenant: str) -> None:
-        self._limits.pop(tenant, None)
-
-    def check_rate(self, tenant: str, limits: TenantLimits) -> None:
-        wait = self.store.rate_wait(tenant, limits.jobs_per_second, limits.burst)
-        if wait > 0:
-            raise RateLimited(
-                f"more than {limits.jobs_per_second:g} submissions per second (burst {limits.burst}); retry after {wait:.2f} s",
-                retry_after=wait,
-            )
+        self.admission.forget_limits(tenant)
 
     def submit(self, request: JobRequest, tenant: str, idempotency_key: str | None = None) -> JobInfo:
-        limits = self.limits(tenant)
-        self.check_rate(tenant, limits)
-        backend = self.backend(request.backend)
-        if len(request.pubs) > self.settings.max_pubs:
-            raise InvalidRequest(
-                f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs"
-            )
-        allowed = replace(
-            backend,
-            num_qubits=min(backend.num_qubits, limits.max_qubits),
-            max_shots=min(backend.max_shots, limits.max_shots),
-        )
-        options = request.options
-        asked = {"shots": options.shots, "seed": options.seed, "noise": options.noise, "precision": options.precision}
-        for name, value in asked.items():
-            if value is not None and name not in backend.options:
-                raise InvalidRequest(
-                    f"backend '{backend.name}' does not accept option '{name}'; it accepts {list(backend.options)}",
-                    code="option_not_supported",
-                    option=name,
-                )
-        if backend.unavailable:
-            raise InvalidRequest(
-                f"backend '{backend.name}' is unavailable: {backend.unavailable}", code="backend_unavailable"
-            )
+        """Admit, parse, price, plan, store and queue a job: parse → admit → plan → store → enqueue."""
+        admission = self.admission
+        limits = admission.limits(tenant)
+        admission.check_rate(tenant, limits)
+        backend = admission.check_request(request, limits)
         memo: dict[Any, Any] = {}  # PUBs of one request that share a circuit share its parse
         pubs = [
-            parse_pub(i, p, request, allowed, self.settings, self.circuits, memo) for i, p in enumerate(request.pubs)
+            parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers, memo)
+            for i, p in enumerate(request.pubs)
         ]
+        options = request.options
+        noise = True if options.noise is None else options.noise
+        price = price_job(pubs, backend.is_device, noise)
+        admission.check_price(price, limits, backend)
         plan = plan_job(
             pubs,
             self.settings.task_target_s * backend.task_scale,
-            qubit_cap=backend.cost_qubit_cap,
+            backend.is_device,
             seed=options.seed,
-            noise=True if options.noise is None else options.noise,
+            noise=noise,
             priority=options.priority,
         )
-        max_circuits = min(self.settings.max_circuits, limits.max_circuits)
-        if plan.circuits > max_circuits:
-            raise InvalidRequest(
-                f"the job has {plan.circuits} circuit evaluations; the limit is {max_circuits}",
-                code="too_many_circuits",
-            )
-        jobs_in_flight, tasks_in_flight = self.store.inflight(tenant)
-        if (
-            jobs_in_flight >= limits.max_jobs_in_flight
-            or tasks_in_flight + len(plan.tasks) > limits.max_tasks_in_flight
-        ):
-            raise RateLimited(
-                f"{jobs_in_flight} jobs and {tasks_in_flight} tasks already in flight (limits {limits.max_jobs_in_flight} "
-                f"and {limits.max_tasks_in_flight}); wait for some to finish",
-                code="too_much_in_flight",
-                retry_after=1.0,
-            )
+        admission.check_inflight(tenant, limits, len(plan.tasks))
         job_id = "j-" + uuid.uuid4().hex[:20]
         if idempotency_key:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
             if existing is not None:
                 return self.info(existing, tenant)
-        lane: str = request.options.priority
-        if len(plan.tasks) > self.settings.fair_share_tasks:
-            lane = LANES[min(LANES.index(lane) + 1, len(LANES) - 1)]
-        queue_name = self.store.keys.queue(backend.name, lane)
-        shots = sum(p.shots * len(p.values) for p in pubs)
+        queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
         created = self.store.create_job(
-            job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=shots
+            job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=price.shots
         )
         queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)))
         log.info(

@@ -31,63 +31,96 @@ COST_QUBIT_CAP = 30
 
 
 @dataclass
+class Price:
+    """What a job will cost, computed before anything is stored or queued; admission holds
+    each figure against a limit."""
+
+    evaluations: int = 0  # expectation values computed: broadcast size K×M, times 2G+1 shifts for gradients
+    executions: int = 0  # circuit runs: rows, times the shifted copies
+    shots: int = 0  # executions × shots
+    result_bytes: int = 0  # float64 evs, stds and gradients the job stores and returns
+    payload_bytes: int = 0  # circuits, parameter rows and observables stored for the workers
+    seconds: float = 0.0  # estimated compute on one core
+    max_row_seconds: float = 0.0  # the costliest single row: no task can be shorter than this
+
+
+@dataclass
 class Plan:
     spec: JobSpec
     data: dict[str, bytes]
-    circuits: int
+    price: Price
 
     @property
     def tasks(self) -> list[list[Segment]]:
         return self.spec.tasks
 
 
-def gradient_factor(method: str | None, num_parameters: int) -> float:
-    if not method:
-        return 1.0
-    if method == "parameter-shift":
-        return 2.0 * num_parameters + 1.0
-    return 3.0 + 0.1 * num_parameters  # adjoint: a few passes, and a P-wide reduction
+def fan_out(pub: ParsedPub) -> int:
+    """Circuits run per row: the row itself, and for parameter shift two per shifted rotation angle."""
+    return 2 * pub.info.shift_terms + 1 if pub.gradient == "parameter-shift" else 1
 
 
-def row_seconds(pub: ParsedPub, mode: str, qubit_cap: int = COST_QUBIT_CAP, size: int | None = None) -> float:
+def gradient_factor(pub: ParsedPub) -> float:
+    if pub.gradient == "adjoint":
+        return 3.0 + 0.1 * pub.num_parameters  # a few passes, and a P-wide reduction
+    return float(fan_out(pub))
+
+
+def row_seconds(pub: ParsedPub, mode: str, device: bool = False, noise: bool = True) -> float:
+    """Estimated seconds of one row (with its gradient) on one core."""
     terms = sum(len(o) for o in pub.observables)
     per_row_terms = terms if mode == "product" else terms / max(1, len(pub.observables))
-    amps = 2.0 ** min(pub.num_qubits, qubit_cap)
-    size = pub.circuit.size() if size is None else size
-    seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (size + per_row_terms)
+    if device:
+        seconds = device_run_seconds(pub.num_qubits, pub.info.size, pub.shots, noise) * max(1.0, per_row_terms)
+        return float(seconds * gradient_factor(pub))
+    amps = 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP)
+    seconds = _ROW_FIXED_S + _ROW_PER_AMP_OP_S * amps * (pub.info.size + per_row_terms)
     if pub.shots:
         seconds = seconds * _AER_FACTOR + _SHOT_S * pub.shots * max(1.0, per_row_terms)
-    return float(seconds * gradient_factor(pub.gradient, pub.num_parameters))
+    return float(seconds * gradient_factor(pub))
+
+
+def device_run_seconds(num_qubits: int, ops: int, shots: int, noise: bool) -> float:
+    """One run of a circuit on the device model, for one group of commuting observables, by the
+    method the device engine picks (worker/engines/device.py). Fitted with some margin on the
+    training ansatz on a loaded 2-core machine: noisy n=8 density matrix ~1 s at 1024 shots,
+    n=12 statevector trajectories ~1.7 s, 72-qubit MPS trajectories ~0.06-0.1 s a shot."""
+    sampling = _SHOT_S * shots
+    if not noise:
+        if num_qubits <= 20:
+            return _ROW_FIXED_S + _AER_FACTOR * _ROW_PER_AMP_OP_S * 2.0**num_qubits * ops + sampling
+        return 1e-4 * ops + sampling  # one matrix-product-state pass
+    if num_qubits <= 10:
+        return 0.05 + 3e-7 * 4.0**num_qubits * ops + sampling  # density matrix
+    if num_qubits <= 20:
+        return 6e-9 * shots * 2.0**num_qubits * ops  # a statevector trajectory per shot
+    return 2e-4 * shots * ops  # a matrix-product-state trajectory per shot
 
 
 def choose_mode(pub: ParsedPub) -> str:
-    size = int(np.prod(pub.shape)) if pub.shape else 1
-    return "product" if len(pub.observables) * len(pub.values) <= 2 * size else "zip"
+    return "product" if len(pub.observables) * len(pub.values) <= 2 * pub.size else "zip"
 
 
 def plan_job(
     pubs: list[ParsedPub],
     task_target_s: float,
-    qubit_cap: int = COST_QUBIT_CAP,
+    device: bool = False,
     *,
     seed: int | None = None,
     noise: bool = True,
     priority: str = "normal",
 ) -> Plan:
-    """Shard PUBs into tasks. ``qubit_cap`` bounds the 2^n in the cost model: device models
-    simulate wide circuits as matrix-product states, whose cost does not grow as 2^n."""
+    """Shard PUBs into tasks priced with the simulators' or the device model's cost (``device``)."""
     pub_specs: list[PubSpec] = []
     data: dict[str, bytes] = {}
     tasks: list[list[Segment]] = []
     current: list[Segment] = []
     current_s = 0.0
     cost_units = 0.0
-    circuits = 0
     # PUBs that share a circuit (or observables) share one payload blob, and one compiled
     # program in the workers: a training step's thousands of one-row PUBs cost about one PUB.
     first_circuit: dict[bytes, int] = {}
     first_obs: dict[bytes, int] = {}
-    sizes: dict[int, tuple[Any, int, int]] = {}
     for i, pub in enumerate(pubs):
         mode = choose_mode(pub)
         if mode == "product":
@@ -106,11 +139,8 @@ def plan_job(
         if o == i:
             data[f"o{i}"] = obs_bytes
         data[f"p{i}"] = np.ascontiguousarray(pub.values, dtype="<f8").tobytes()
-        # depth and size once per circuit object: PUBs sharing a circuit share the parsed object
-        shared = sizes.get(id(pub.circuit))
-        if shared is None or shared[0] is not pub.circuit:
-            shared = sizes[id(pub.circuit)] = (pub.circuit, pub.circuit.depth(), pub.circuit.size())
-        _, depth, size = shared
+        depth = pub.info.depth
+        row_s = row_seconds(pub, mode, device, noise)
         pub_specs.append(
             PubSpec(
                 num_qubits=pub.num_qubits,
@@ -126,16 +156,15 @@ def plan_job(
                 shots=pub.shots,
                 depth=depth,
                 gradient=pub.gradient,
+                row_seconds=row_s,
                 circuit=c,
                 obs=o,
                 primitive=pub.primitive,
-                clbits=int(pub.circuit.num_clbits),
+                clbits=pub.info.num_clbits,
                 registers=pub.registers,
             )
         )
-        circuits += rows
         cost_units += rows * 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP) * max(1, depth)
-        row_s = row_seconds(pub, mode, qubit_cap, size)
         chunks = max(1, math.ceil(rows * row_s / task_target_s))
         chunk = math.ceil(rows / chunks)
         for start in range(0, rows, chunk):
@@ -149,7 +178,27 @@ def plan_job(
     if current:
         tasks.append(current)
     spec = JobSpec(pubs=pub_specs, tasks=tasks, seed=seed, noise=noise, priority=priority, cost_units=cost_units)
-    return Plan(spec=spec, data=data, circuits=circuits)
+    return Plan(spec=spec, data=data, price=price_job(pubs, device, noise))
+
+
+def price_job(pubs: list[ParsedPub], device: bool = False, noise: bool = True) -> Price:
+    """The job's price from its parsed PUBs alone: cheap, and computed before planning builds
+    anything whose size the price bounds."""
+    price = Price()
+    for pub in pubs:
+        mode = choose_mode(pub)
+        rows = len(pub.values) if mode == "product" else pub.size
+        row_s = row_seconds(pub, mode, device, noise)
+        price.evaluations += pub.size * fan_out(pub)
+        price.executions += rows * fan_out(pub)
+        price.shots += rows * fan_out(pub) * pub.shots
+        price.result_bytes += pub.size * 8 * (2 + (pub.num_parameters if pub.gradient else 0))
+        observables = sum(len(o) * (len(next(iter(o), "")) + 28) + 3 for o in pub.observables)
+        pairs = 16 * pub.size if mode == "zip" else 0
+        price.payload_bytes += len(pub.qpy) + pub.values.nbytes + observables + pairs
+        price.seconds += rows * row_s
+        price.max_row_seconds = max(price.max_row_seconds, row_s)
+    return price
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -1,11 +1,12 @@
 """Turning wire PUBs into validated, executable form. Every rule a PUB can break raises
-:class:`~service.errors.InvalidRequest` with its own code and a message that says the fix."""
+:class:`~service.errors.InvalidRequest` with its own code and a message that says the fix.
+
+Circuits are parsed in the bounded parser pool (service/parsing.py), once per distinct
+circuit text: a training loop sends the same template every step.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
 import math
 import re
@@ -18,24 +19,21 @@ import numpy as np
 from qfleet.wire import Circuit as WireCircuit
 from qfleet.wire import JobRequest, decode_array
 from qfleet.wire import Pub as WirePub
-from qiskit import QuantumCircuit, qasm3, qpy
 from qiskit.primitives.containers import ObservablesArray
 
-from .backends import DEFAULT_SHOTS, MID_CIRCUIT_BACKENDS, STANDARD_GATES, Backend
-from .errors import InvalidRequest
+from .backends import DEFAULT_SHOTS, Backend
+from .errors import InvalidRequest, Unavailable
 from .gradients import NotDifferentiable, resolve
+from .parsing import CircuitError, CircuitInfo, Limits, ParserBusy, ParserPool, check_width, precheck
 from .settings import Settings
 
-_ALLOWED_DIRECTIVES = {"barrier", "delay", "global_phase"}
-DEFAULT_SAMPLER_SHOTS = 1024  # Qiskit's SamplerV2 default
-_STANDARD = set(STANDARD_GATES)
 _PAULI_LABEL = re.compile(r"^[IXYZ]+$")
+MAX_ARRAY_DIMS = 16
 
 
 @dataclass
 class ParsedPub:
-    circuit: QuantumCircuit
-    qpy: bytes
+    info: CircuitInfo
     observables: list[dict[str, float]]  # flat, C order of obs_shape
     obs_shape: tuple[int, ...]
     values: np.ndarray  # (M, P) float64
@@ -45,34 +43,48 @@ class ParsedPub:
     shots: int  # 0 = exact
     gradient: str | None = None  # resolved method: "adjoint" | "parameter-shift"
     primitive: str = "estimator"
-    # sampler PUBs: (register name, clbit indices, least significant first) per classical register
-    registers: list[tuple[str, list[int]]] | None = None
+
+    @property
+    def registers(self) -> list[tuple[str, list[int]]] | None:
+        """Sampler PUBs: (name, clbit indices) per classical register."""
+        if self.primitive != "sampler":
+            return None
+        return [(name, list(bits)) for name, bits in self.info.registers]
+
+    @property
+    def qpy(self) -> bytes:
+        return self.info.qpy
 
     @property
     def num_qubits(self) -> int:
-        return int(self.circuit.num_qubits)
+        return self.info.num_qubits
 
     @property
     def num_parameters(self) -> int:
-        return int(self.circuit.num_parameters)
+        return self.info.num_parameters
+
+    @property
+    def size(self) -> int:
+        """Expectation values in the result: the broadcast size K×M."""
+        return math.prod(self.shape)
 
 
 class CircuitCache:
     """Parsed circuits by their wire text: a training loop sends the same template each step."""
 
     def __init__(self, size: int = 256) -> None:
-        self._items: OrderedDict[tuple[str, str], tuple[QuantumCircuit, bytes]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], CircuitInfo] = OrderedDict()
         self._size = size
         self._lock = Lock()
 
-    def get(self, fmt: str, data: str) -> tuple[QuantumCircuit, bytes] | None:
+    def get(self, fmt: str, data: str) -> CircuitInfo | None:
         with self._lock:
             item = self._items.get((fmt, data))
             if item is not None:
                 self._items.move_to_end((fmt, data))
             return item
 
-    def put(self, fmt: str, data: str, item: tuple[QuantumCircuit, bytes]) -> None:
+    def put(self, fmt: str, data: str, item: CircuitInfo) -> None:
         with self._lock:
             self._items[(fmt, data)] = item
             while len(self._items) > self._size:
@@ -83,67 +95,43 @@ def _fail(i: int, code: str, message: str, **details: Any) -> InvalidRequest:
     return InvalidRequest(f"pubs[{i}]: {message}", code=code, pub=i, **details)
 
 
-def _load_circuit(i: int, fmt: str, data: str) -> QuantumCircuit:
-    if fmt == "qasm3":
-        try:
-            return qasm3.loads(data)
-        except qasm3.QASM3ImporterError as exc:
-            text = str(exc)
-            if "is not defined" in text and "gate" in text:
-                raise _fail(
-                    i, "unknown_gate", f"{text.strip(chr(39))} Use gates from stdgates.inc or define them."
-                ) from None
-            if "import" in text:
-                raise _fail(i, "unsupported_include", 'only include "stdgates.inc" is supported') from None
-            raise _fail(i, "invalid_circuit", f"OpenQASM 3 could not be converted: {text}") from None
-        except Exception as exc:  # the parser raises its own types with terse messages
-            raise _fail(
-                i, "invalid_circuit", f"OpenQASM 3 did not parse ({type(exc).__name__}: {exc}); check the syntax"
-            ) from None
+def circuit_info(
+    i: int,
+    pub: WirePub,
+    backend: Backend,
+    settings: Settings,
+    cache: CircuitCache,
+    pool: ParserPool,
+    request: JobRequest | None = None,
+) -> CircuitInfo:
+    """The PUB's circuit, parsed (bounded in time and memory) or from the cache, checked for this backend."""
+    wire = _wire_circuit(i, pub, request)
+    primitive = request.primitive if request is not None else "estimator"
+    fmt, data = wire.format, wire.data
+    # What the parse checks and keeps depends on the primitive and on the backend's kind
+    kind = f"{fmt}|{primitive}|{int(backend.mid_circuit)}|{int(backend.exact)}"
     try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail(i, "invalid_circuit", "QPY data is not valid base64") from None
-    try:
-        circuits = qpy.load(io.BytesIO(raw))
-    except Exception as exc:  # QPY raises many kinds on corrupt input
-        raise _fail(i, "invalid_circuit", f"QPY did not load ({type(exc).__name__}: {exc})") from None
-    if len(circuits) != 1 or not isinstance(circuits[0], QuantumCircuit):
-        raise _fail(i, "invalid_circuit", "QPY data must hold exactly one circuit")
-    return circuits[0]
-
-
-def _check_circuit(
-    i: int, circuit: QuantumCircuit, backend: Backend, settings: Settings, primitive: str = "estimator"
-) -> None:
-    if circuit.num_qubits == 0:
-        raise _fail(i, "invalid_circuit", "the circuit has no qubits")
-    _check_instructions(i, circuit, backend, primitive)
-    if circuit.num_qubits > backend.num_qubits:
-        raise _fail(
-            i,
-            "too_many_qubits",
-            f"the circuit has {circuit.num_qubits} qubits but backend '{backend.name}' has {backend.num_qubits}",
-            num_qubits=circuit.num_qubits,
-            limit=backend.num_qubits,
-        )
-    if circuit.size() > settings.max_ops:
-        raise _fail(
-            i, "circuit_too_large", f"the circuit has {circuit.size()} operations; the limit is {settings.max_ops}"
-        )
-    if circuit.depth() > settings.max_depth:
-        raise _fail(
-            i, "circuit_too_large", f"the circuit has depth {circuit.depth()}; the limit is {settings.max_depth}"
-        )
-    for inst in circuit.data:
-        op = inst.operation
-        name = op.name
-        if name in ("measure", "reset") or getattr(op, "blocks", None):
-            continue  # checked by _check_instructions
-        if name in _STANDARD or name in _ALLOWED_DIRECTIVES:
-            continue
-        if getattr(op, "definition", None) is None:
-            raise _fail(i, "unknown_gate", f"gate '{name}' is neither a standard gate nor has a definition")
+        info = cache.get(kind, data)
+        if info is None:
+            if len(data) > settings.max_circuit_bytes:
+                raise CircuitError(
+                    "circuit_too_large",
+                    f"circuit data of {len(data)} bytes is over the {settings.max_circuit_bytes}-byte limit",
+                )
+            precheck(fmt, data, settings.max_declared_qubits, settings.max_ops)
+            limits = Limits(
+                backend.num_qubits, settings.max_ops, settings.max_depth, primitive, backend.mid_circuit, backend.exact
+            )
+            info = pool.parse(fmt, data, limits)
+            cache.put(kind, data, info)
+        check_width(info.num_qubits, backend.num_qubits, backend.name)  # the cache serves every backend
+    except CircuitError as exc:
+        raise _fail(i, exc.code, exc.message, **exc.details) from None
+    except ParserBusy:
+        raise Unavailable(
+            "every circuit parser is busy; retry in a second", code="parser_busy", retry_after=1.0
+        ) from None
+    return info
 
 
 def _observables(i: int, raw: Any, num_qubits: int) -> tuple[list[dict[str, float]], tuple[int, ...]]:
@@ -155,6 +143,10 @@ def _observables(i: int, raw: Any, num_qubits: int) -> tuple[list[dict[str, floa
             "invalid_observable",
             f"observables are not valid ({exc}); use Pauli labels like 'ZI' or {{label: coeff}}",
         ) from None
+    if len(arr.shape) > MAX_ARRAY_DIMS:
+        raise _fail(i, "invalid_observable", f"observables have {len(arr.shape)} axes; the limit is {MAX_ARRAY_DIMS}")
+    if arr.size == 0:
+        raise _fail(i, "empty_pub", "observables are empty; send at least one Pauli label")
     flat: list[dict[str, float]] = []
     for obs in np.ravel(np.asarray(arr.tolist(), dtype=object)) if arr.shape else [arr.tolist()]:
         terms: dict[str, float] = {}
@@ -182,13 +174,36 @@ def _observables(i: int, raw: Any, num_qubits: int) -> tuple[list[dict[str, floa
 
 
 def _values(i: int, raw: Any, num_parameters: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    shape = getattr(raw, "shape", None)
+    if shape is not None and len(shape) > MAX_ARRAY_DIMS + 1:
+        raise _fail(
+            i, "invalid_parameter_values", f"parameter_values have {len(shape)} axes; the limit is {MAX_ARRAY_DIMS + 1}"
+        )
     try:
         values = decode_array(raw) if raw is not None else np.zeros((0,))
-    except ValueError as exc:
-        raise _fail(i, "invalid_parameter_values", str(exc)) from None
-    if raw is None or (values.size == 0 and num_parameters == 0):
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+        raise _fail(i, "invalid_parameter_values", str(exc) or type(exc).__name__) from None
+    if values.ndim > MAX_ARRAY_DIMS + 1:
+        raise _fail(
+            i,
+            "invalid_parameter_values",
+            f"parameter_values have {values.ndim} axes; the limit is {MAX_ARRAY_DIMS + 1}",
+        )
+    if raw is None:
+        if num_parameters:
+            raise _fail(
+                i,
+                "missing_parameter_values",
+                f"the circuit has {num_parameters} parameters; send parameter_values of shape (..., {num_parameters})",
+                expected=num_parameters,
+            )
+        return np.zeros((1, 0)), ()
+    if num_parameters == 0 and values.size == 0:
+        # Qiskit's convention for a parameterless circuit: shape (..., 0), or [] for a single set.
         par_shape: tuple[int, ...] = values.shape[:-1] if values.ndim > 1 else ()
-        return np.zeros((int(np.prod(par_shape)) if par_shape else 1, 0)), par_shape
+        if math.prod(par_shape) == 0:
+            raise _fail(i, "empty_pub", f"parameter_values of shape {values.shape} hold no parameter sets")
+        return np.zeros((math.prod(par_shape), 0)), par_shape
     if values.ndim == 0:
         values = values.reshape(1)
     if values.shape[-1] != num_parameters:
@@ -200,6 +215,8 @@ def _values(i: int, raw: Any, num_parameters: int) -> tuple[np.ndarray, tuple[in
             expected=num_parameters,
             got=int(values.shape[-1]),
         )
+    if values.size == 0:
+        raise _fail(i, "empty_pub", f"parameter_values of shape {values.shape} hold no parameter sets")
     if not np.all(np.isfinite(values)):
         raise _fail(i, "non_finite_parameters", "parameter_values contain NaN or infinity")
     par_shape = tuple(values.shape[:-1])
@@ -213,69 +230,38 @@ def parse_pub(
     backend: Backend,
     settings: Settings,
     cache: CircuitCache,
+    pool: ParserPool,
     memo: dict[Any, Any] | None = None,
 ) -> ParsedPub:
-    """``memo`` (one dict per request) keeps what PUBs sharing a circuit or observables share."""
-    memo = {} if memo is None else memo
-    wire_circuit = _wire_circuit(i, pub, request)
-    primitive = request.primitive
-    # What is checked depends on the primitive and the backend: both are part of the key.
-    kind = f"{wire_circuit.format}|{primitive}|{backend.name}"
-    cached = memo.get(("circuit", kind, id(wire_circuit))) or cache.get(kind, wire_circuit.data)
-    if cached is None:
-        if len(wire_circuit.data) > settings.max_circuit_bytes:
-            raise _fail(
-                i,
-                "circuit_too_large",
-                f"circuit data of {len(wire_circuit.data)} bytes is over the {settings.max_circuit_bytes}-byte limit",
-            )
-        circuit = _load_circuit(i, wire_circuit.format, wire_circuit.data)
-        # A circuit laid out on a big device but using a few qubits runs on those few (as Aer
-        # does): simulators always drop idle qubits; devices only when it would not fit.
-        if backend.exact or circuit.num_qubits > backend.num_qubits:
-            circuit = drop_idle_qubits(circuit)
-        _check_circuit(i, circuit, backend, settings, primitive)
-        buf = io.BytesIO()
-        qpy.dump(circuit, buf)
-        cached = (circuit, buf.getvalue())
-        cache.put(kind, wire_circuit.data, cached)
-    memo[("circuit", kind, id(wire_circuit))] = cached
-    circuit, qpy_bytes = cached
-    if circuit.num_qubits > backend.num_qubits:  # the cache is shared by all tenants
-        _check_circuit(i, circuit, backend, settings, primitive)
-    if primitive == "sampler":
-        return _sampler_pub(i, pub, request, backend, circuit, qpy_bytes)
+    """``memo`` (one dict per request) keeps what PUBs sharing observables share."""
+    info = circuit_info(i, pub, backend, settings, cache, pool, request)
+    if request.primitive == "sampler":
+        return _sampler_pub(i, pub, request, backend, info)
     if pub.observables is None:
         raise _fail(i, "invalid_observable", "an estimator PUB needs observables (or send primitive 'sampler')")
-    observables, obs_shape = _memo_observables(i, pub.observables, circuit, memo)
-    values, par_shape = _values(i, pub.parameter_values, circuit.num_parameters)
+    observables, obs_shape = _memo_observables(i, pub.observables, info, {} if memo is None else memo)
+    values, par_shape = _values(i, pub.parameter_values, info.num_parameters)
     try:
         shape = tuple(np.broadcast_shapes(obs_shape, par_shape))
     except ValueError:
+        hint = ""
+        if len(obs_shape) == 1 and len(par_shape) == 1:
+            hint = (
+                "; for every observable on every parameter set, give the observables shape "
+                f"({obs_shape[0]}, 1) (e.g. [[o] for o in observables]) or the values shape "
+                f"({par_shape[0]}, 1, P) (P[:, None, :])"
+            )
         raise _fail(
             i,
             "shape_mismatch",
             f"observables shape {obs_shape} and parameter_values shape {par_shape} do not broadcast "
-            "(numpy rules, as in Qiskit's EstimatorV2)",
+            f"(numpy rules, as in Qiskit's EstimatorV2){hint}",
             observables_shape=list(obs_shape),
             parameter_values_shape=list(par_shape),
         ) from None
     options = request.options
     precision = pub.precision if pub.precision is not None else (options.precision or 0.0)
-    shots = 0
-    if options.shots:
-        shots = options.shots
-    elif precision > 0:
-        shots = math.ceil(1.0 / precision**2)
-    if not shots and backend.is_device:
-        shots = DEFAULT_SHOTS
-    if shots:
-        if not backend.supports_shots:
-            raise _fail(i, "option_not_supported", f"backend '{backend.name}' is exact only; drop precision and shots")
-        if shots > backend.max_shots:
-            raise _fail(
-                i, "too_many_shots", f"{shots} shots asked; backend '{backend.name}' allows {backend.max_shots}"
-            )
+    shots = _shots(i, options.shots, precision, backend)
     gradient = None
     if options.gradient:
         if options.gradient not in backend.gradients:
@@ -283,13 +269,12 @@ def parse_pub(
                 i, "gradient_not_supported", f"backend '{backend.name}' offers gradients {list(backend.gradients)}"
             )
         try:
-            gradient = resolve(options.gradient, circuit, shots)
+            gradient = resolve(options.gradient, shots, info.shift_error, info.adjoint_error)
         except NotDifferentiable as exc:
             raise _fail(i, "gradient_not_supported", str(exc)) from None
     return ParsedPub(
         gradient=gradient,
-        circuit=circuit,
-        qpy=qpy_bytes,
+        info=info,
         observables=observables,
         obs_shape=obs_shape,
         values=values,
@@ -300,53 +285,42 @@ def parse_pub(
     )
 
 
-def _wire_circuit(i: int, pub: WirePub, request: JobRequest) -> WireCircuit:
-    if isinstance(pub.circuit, int):
-        if not 0 <= pub.circuit < len(request.circuits):
+def _shots(i: int, asked: int | None, precision: float, backend: Backend) -> int:
+    """Shots per circuit: as asked, else enough for the precision, else a device's default (0: exact)."""
+    if (asked or precision > 0) and not backend.supports_shots:
+        raise _fail(i, "option_not_supported", f"backend '{backend.name}' is exact only; drop precision and shots")
+    shots = asked or 0
+    if not shots and precision > 0:
+        finest = 1.0 / math.sqrt(backend.max_shots)
+        if precision < finest:  # compared before squaring: a tiny precision must not overflow or divide by 0
             raise _fail(
                 i,
-                "invalid_circuit",
-                f"circuit index {pub.circuit} is not in the job's circuits (it has {len(request.circuits)})",
+                "too_many_shots",
+                f"precision {precision:g} needs more than the {backend.max_shots} shots backend '{backend.name}' "
+                f"allows; ask for precision >= {finest:.3g}",
             )
-        return request.circuits[pub.circuit]
-    return pub.circuit
+        shots = math.ceil(1.0 / precision**2)
+    if not shots and backend.is_device:
+        shots = DEFAULT_SHOTS
+    if shots > backend.max_shots:
+        raise _fail(i, "too_many_shots", f"{shots} shots asked; backend '{backend.name}' allows {backend.max_shots}")
+    return shots
 
 
-_NOT_USE = {"barrier", "delay"}
+DEFAULT_SAMPLER_SHOTS = 1024  # Qiskit's SamplerV2 default
 
 
-def drop_idle_qubits(circuit: QuantumCircuit) -> QuantumCircuit:
-    """The circuit on its used qubits, in their order; clbits and registers as they were.
-    Observables written for the full width are reduced with :func:`reduce_terms`.
-    """
-    used: set[int] = set()
-    for inst in circuit.data:
-        if inst.operation.name not in _NOT_USE:
-            used.update(circuit.find_bit(q).index for q in inst.qubits)
-    if len(used) == circuit.num_qubits or any(getattr(inst.operation, "blocks", None) for inst in circuit.data):
-        return circuit  # nothing idle, or control flow whose blocks name the original wires
-    order = sorted(used) or [0]
-    new_index = {circuit.qubits[q]: j for j, q in enumerate(order)}
-    reduced = QuantumCircuit(len(order), name=circuit.name, global_phase=circuit.global_phase)
-    reduced.metadata = circuit.metadata
-    reduced.add_bits(circuit.clbits)
-    for creg in circuit.cregs:
-        reduced.add_register(creg)
-    for inst in circuit.data:
-        qubits = [reduced.qubits[new_index[q]] for q in inst.qubits if q in new_index]
-        if inst.operation.name in _NOT_USE:
-            if qubits and inst.operation.name == "barrier":
-                reduced.barrier(*qubits)
-            continue
-        reduced.append(inst.operation, qubits, inst.clbits, copy=False)
-    reduced.metadata = {**(circuit.metadata or {}), _KEPT: order, _WIDTH: circuit.num_qubits}
-    return reduced
+def _wire_circuit(i: int, pub: WirePub, request: JobRequest | None) -> WireCircuit:
+    """The PUB's circuit: its own, or one of the job's ``circuits`` by index."""
+    if not isinstance(pub.circuit, int):
+        return pub.circuit
+    count = 0 if request is None else len(request.circuits)
+    if request is None or not 0 <= pub.circuit < count:
+        raise _fail(i, "invalid_circuit", f"circuit index {pub.circuit} is not in the job's circuits (it has {count})")
+    return request.circuits[pub.circuit]
 
 
-_KEPT, _WIDTH = "qfleet_kept_qubits", "qfleet_width"
-
-
-def reduce_terms(terms: dict[str, float], kept: list[int], width: int) -> dict[str, float]:
+def reduce_terms(terms: dict[str, float], kept: tuple[int, ...], width: int) -> dict[str, float]:
     """Pauli terms of ``width`` qubits on the kept ones. A dropped qubit stays in |0>: I and Z
     there give a factor 1, X and Y a factor 0 (the term vanishes)."""
     out: dict[str, float] = {}
@@ -360,81 +334,35 @@ def reduce_terms(terms: dict[str, float], kept: list[int], width: int) -> dict[s
 
 
 def _memo_observables(
-    i: int, raw: Any, circuit: QuantumCircuit, memo: dict[Any, Any]
+    i: int, raw: Any, info: CircuitInfo, memo: dict[Any, Any]
 ) -> tuple[list[dict[str, float]], tuple[int, ...]]:
-    meta = circuit.metadata or {}
-    key = ("observables", json.dumps(raw, sort_keys=True, default=str), id(circuit))
+    """Observables checked against the circuit the client wrote, then moved onto the qubits kept."""
+    key = ("observables", json.dumps(raw, sort_keys=True, default=str), info.kept, info.width)
     hit = memo.get(key)
     if hit is not None:
         return hit  # type: ignore[no-any-return]
-    if _KEPT not in meta:
-        result = _observables(i, raw, circuit.num_qubits)
+    if info.kept is None:
+        result = _observables(i, raw, info.num_qubits)
     else:
-        full, shape = _observables(i, raw, meta[_WIDTH])
-        result = ([reduce_terms(o, meta[_KEPT], meta[_WIDTH]) for o in full], shape)
+        full, shape = _observables(i, raw, info.width)
+        result = ([reduce_terms(o, info.kept, info.width) for o in full], shape)
     memo[key] = result
     return result
 
 
-def _check_instructions(i: int, circuit: QuantumCircuit, backend: Backend, primitive: str) -> None:
-    """Measurements, resets and classical control: what each primitive and backend can run."""
-    measured: set[int] = set()
-    for inst in circuit.data:
-        op = inst.operation
-        name = op.name
-        qubits = [circuit.find_bit(q).index for q in inst.qubits]
-        if getattr(op, "blocks", None):
-            if not (primitive == "sampler" and backend.mid_circuit):
-                raise _fail(
-                    i,
-                    "unsupported_instruction",
-                    f"control flow ('{name}') runs in sampler jobs on backends {list(MID_CIRCUIT_BACKENDS)}",
-                )
-        elif name == "measure":
-            if primitive != "sampler":
-                raise _fail(
-                    i,
-                    "unsupported_instruction",
-                    "'measure' is not allowed in an estimator circuit; remove measurements "
-                    "(or send the circuit to the sampler: primitive 'sampler')",
-                )
-        elif name == "reset":
-            if not backend.mid_circuit:
-                raise _fail(
-                    i,
-                    "unsupported_instruction",
-                    f"'reset' does not run on backend '{backend.name}'; it runs on {list(MID_CIRCUIT_BACKENDS)}",
-                )
-        elif name not in _NOT_USE and measured.intersection(qubits) and not backend.mid_circuit:
-            raise _fail(
-                i,
-                "unsupported_instruction",
-                f"'{name}' acts on a measured qubit: backend '{backend.name}' runs final measurements only; "
-                f"mid-circuit measurement runs on {list(MID_CIRCUIT_BACKENDS)}",
-            )
-        if name == "measure":
-            measured.update(qubits)
-
-
-def _sampler_pub(
-    i: int, pub: WirePub, request: JobRequest, backend: Backend, circuit: QuantumCircuit, qpy_bytes: bytes
-) -> ParsedPub:
+def _sampler_pub(i: int, pub: WirePub, request: JobRequest, backend: Backend, info: CircuitInfo) -> ParsedPub:
     if pub.observables is not None:
         raise _fail(i, "invalid_pub", "a sampler PUB has no observables; send them in an estimator job")
     if not backend.supports_shots or backend.name in ("origin", "ibm"):
         raise _fail(
-            i,
-            "option_not_supported",
-            f"backend '{backend.name}' has no sampler yet; sample on 'aer' or 'wukong72'",
+            i, "option_not_supported", f"backend '{backend.name}' has no sampler yet; sample on 'aer' or 'wukong72'"
         )
-    values, par_shape = _values(i, pub.parameter_values, circuit.num_parameters)
+    values, par_shape = _values(i, pub.parameter_values, info.num_parameters)
     shots = pub.shots or request.options.shots or DEFAULT_SAMPLER_SHOTS
     if shots > backend.max_shots:
         raise _fail(i, "too_many_shots", f"{shots} shots asked; backend '{backend.name}' allows {backend.max_shots}")
-    registers = [(creg.name, [circuit.find_bit(b).index for b in creg]) for creg in circuit.cregs]
     return ParsedPub(
-        circuit=circuit,
-        qpy=qpy_bytes,
+        info=info,
         observables=[],
         obs_shape=(),
         values=values,
@@ -443,5 +371,4 @@ def _sampler_pub(
         precision=0.0,
         shots=shots,
         primitive="sampler",
-        registers=registers,
     )

@@ -17,8 +17,21 @@ class TenantLimits(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QFLEET_TENANT_", extra="ignore")
 
     max_qubits: int = Field(default=1024, description="Below every backend's own width unless lowered.")
-    max_shots: int = 1_000_000
-    max_circuits: int = 1_000_000
+    max_shots: int = Field(default=1_000_000, description="Shots per circuit.")
+    max_circuits: int = Field(
+        default=1_000_000,
+        description="Expectation values a job computes: each PUB's broadcast size K×M, times 2G+1 for "
+        "parameter-shift gradients (G: parameterized rotation angles).",
+    )
+    max_job_shots: int = Field(default=200_000_000, description="Shots a job runs in all: circuit runs × shots.")
+    max_result_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Result bytes (evs, stds, gradients) a job stores."
+    )
+    max_circuit_seconds: float = Field(
+        default=5.0,
+        description="Estimated compute of one circuit run (one row, with its gradient): no task can be shorter, so "
+        "this bounds how long any other job waits behind one task.",
+    )
     max_body_bytes: int = 64 * 1024 * 1024
     max_jobs_in_flight: int = 100
     max_tasks_in_flight: int = 100_000
@@ -50,6 +63,25 @@ class Settings(BaseSettings):
     max_circuit_bytes: int = Field(
         default=4 * 1024 * 1024, description="Circuit text or QPY size, checked before parsing."
     )
+    max_declared_qubits: int = Field(
+        default=2048, description="Qubits and bits an OpenQASM 3 text may declare, checked before parsing."
+    )
+    parse_timeout_s: float = Field(default=5.0, description="A circuit that takes longer to parse is refused.")
+    parse_memory_bytes: int = Field(
+        default=1024 * 1024 * 1024, description="Memory a parser child may add while parsing one circuit."
+    )
+    max_concurrent_submissions: int = Field(
+        default=4, description="Submissions of one tenant an API process works on at once; more get 429."
+    )
+    parsers: int = Field(default=2, description="Parser child processes per API process.")
+    storage_headroom: float = Field(
+        default=0.85,
+        description="New jobs are refused (503 storage_full) once Redis would pass this share of its maxmemory.",
+    )
+    body_timeout_s: float = Field(default=30.0, description="A request body must arrive within this many seconds.")
+    max_requests_per_client: int = Field(
+        default=64, description="Requests one client address may have open at once; more get 429."
+    )
     max_pubs: int = Field(
         default=1_000_000,
         description="PUBs per job. Not a cost limit: PUBs sharing a circuit are planned as one program.",
@@ -65,7 +97,9 @@ class Settings(BaseSettings):
     task_target_s: float = Field(default=0.1, description="Aim each task at this many seconds of compute.")
     task_timeout_s: int = 600
     task_retries: int = 2
-    fair_share_tasks: int = Field(default=4, description="Jobs with more tasks run one priority lane lower.")
+    fair_share_s: float = Field(
+        default=0.5, description="Jobs estimated to compute longer run one priority lane lower."
+    )
     lease_s: float = Field(
         default=5.0, description="A running task whose worker stops renewing for this long is re-queued."
     )

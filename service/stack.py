@@ -43,8 +43,10 @@ class StackError(RuntimeError):
     pass
 
 
-def start_redis(port: int, workdir: Path, appendonly: bool = True) -> subprocess.Popen[bytes]:
-    """A private redis-server on loopback, persisting with AOF into ``workdir``."""
+def start_redis(port: int, workdir: Path, appendonly: bool = True, maxmemory: str = "2gb") -> subprocess.Popen[bytes]:
+    """A private redis-server on loopback, persisting with AOF into ``workdir``. It is capped at
+    ``maxmemory`` and never evicts (job data lost silently would break "nothing acknowledged is
+    lost"): near the cap the API refuses new jobs instead (storage_full)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise StackError("redis-server not found: install it (apt-get install redis-server) or set QFLEET_REDIS_URL")
@@ -65,6 +67,10 @@ def start_redis(port: int, workdir: Path, appendonly: bool = True) -> subprocess
             "no",
             "--loglevel",
             "warning",
+            "--maxmemory",
+            maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,

@@ -369,6 +369,11 @@ class Store:
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
+    def memory(self) -> tuple[int, int]:
+        """(bytes used, maxmemory; 0 when uncapped) of the Redis server."""
+        info = self.redis.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
     def data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
         return self.redis.hmget(self.keys.job_data(job_id), fields)  # type: ignore[return-value]
 

@@ -42,6 +42,7 @@ class PubSpec:
     shots: int  # 0: exact
     depth: int
     gradient: str | None  # the resolved method ("parameter-shift" | "adjoint"), or None
+    row_seconds: float = 0.0  # estimated compute per row: workers check for a cancel about this often
     # PUBs sharing a circuit or observables name the first one's payload blob (c{circuit}, o{obs})
     circuit: int = -1
     obs: int = -1

@@ -225,10 +225,9 @@ class Runner:
             last_key = key
         return runs
 
-    def sample(self, program: Program, block: Block, used: list[str], backend: str) -> bytes:
+    def sample(self, program: Program, block: Block, backend: str) -> bytes:
         """Packed clbit memory of a block, (rows, shots, bytes) uint8, on the backend's sampler engine."""
         engine: Any = self.device if backend == self.device.backend.name else self.engines["aer"]
-        used.append(f"{engine.name}-sampler")
         return np.ascontiguousarray(engine.sample(program, block), dtype=np.uint8).tobytes()
 
     def renew_leases_forever(self) -> None:
@@ -255,25 +254,44 @@ class Runner:
             pub = spec.pubs[i]
             program, values, pairs = self._pub(job_id, i, pub)
             if len(run) > 1:  # PUBs sharing one program: one engine call, split afterwards
-                block = Block(np.concatenate([self._pub(job_id, j, spec.pubs[j])[1][a:b] for j, a, b in run]))
+                full = Block(np.concatenate([self._pub(job_id, j, spec.pubs[j])[1][a:b] for j, a, b in run]))
             elif pub.mode == "product":
-                block = Block(values=values[start:stop])
+                full = Block(values[start:stop])
             else:
                 rows = pairs[start:stop]  # type: ignore[index]
-                block = Block(values[rows[:, 1]], rows[:, 0])
-            block.shots, block.noise = pub.shots, spec.noise
+                full = Block(values[rows[:, 1]], rows[:, 0])
             sampler = pub.primitive == "sampler"
-            # A sampler seeds each bound circuit with the job's seed, as Qiskit's reference
-            # sampler does; an estimate's seed comes from the block's content, so identical
-            # PUBs give identical values wherever they land.
-            block.seed = spec.seed if sampler else block_seed(spec.seed, program, block)
+            # Compute in chunks of about one task quantum, and stop between them once the job is
+            # cancelled or failed: a long segment must not hold the worker for a job nobody waits for.
+            step = max(1, int(self.settings.task_target_s / max(pub.row_seconds, 1e-9)))
+            chunks: list[Any] = []
+            engine = ""
+            for c, lo in enumerate(range(0, len(full.values), step)):
+                if c and self.store.job_field(job_id, "status") in ("cancelled", "failed"):
+                    log.info("task %s of job %s stopped: the job is final", task, job_id)
+                    return -1
+                hi = lo + step
+                obs_index = None if full.obs_index is None else full.obs_index[lo:hi]
+                block = Block(full.values[lo:hi], obs_index, shots=pub.shots, noise=spec.noise)
+                # A sampler seeds each bound circuit with the job's seed, as Qiskit's reference
+                # sampler does; an estimate's seed comes from the chunk's content, so identical
+                # PUBs give identical values wherever they land.
+                block.seed = spec.seed if sampler else block_seed(spec.seed, program, block)
+                if sampler:
+                    chunks.append(self.sample(program, block, backend))
+                    engine = f"{self.device.name if backend == self.device.backend.name else 'aer'}-sampler"
+                else:
+                    *result, engine = self.compute(program, block, pub.gradient, backend)
+                    chunks.append(result)
+            engines_used.append(engine)
             if sampler:
-                parts.append(self.sample(program, block, engines_used, backend))
+                parts.append(b"".join(chunks))
                 if backend == self.device.backend.name:
                     meta[str(i)] = self.device.describe_sample(program, block)
                 continue
-            evs, stds, grad, engine = self.compute(program, block, pub.gradient, backend)
-            engines_used.append(engine)
+            evs = np.concatenate([r[0] for r in chunks], axis=-1)
+            stds = np.concatenate([r[1] for r in chunks], axis=-1)
+            grad = None if chunks[0][2] is None else np.concatenate([r[2] for r in chunks], axis=-2)
             if len(run) == 1:
                 parts.append(pack_segment(evs, stds, grad))
             else:

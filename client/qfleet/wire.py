@@ -123,18 +123,29 @@ class Pub(BaseModel):
         description="Shape (..., P): the last axis follows the circuit's parameters in sorted "
         "(circuit.parameters) order. Broadcast against the observables' shape.",
     )
-    precision: float | None = Field(default=None, ge=0, description="Target standard error; 0 is exact.")
+    precision: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Target standard error; 0 is exact."
+    )
     shots: int | None = Field(default=None, ge=1, description="Sampler PUBs: shots per parameter set.")
 
 
 class JobOptions(BaseModel):
+    """Job options. An unknown key is refused (``option_not_supported``), not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
     precision: float | None = Field(
         default=None,
         ge=0,
+        allow_inf_nan=False,
         description="Default precision for PUBs without one; 0 or absent is exact where the backend allows.",
     )
-    shots: int | None = Field(default=None, ge=1, description="Shots per circuit; implies shot-based estimates.")
-    seed: int | None = Field(default=None, ge=0, description="Seed for shot sampling, for reproducible runs.")
+    shots: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Shots per circuit; implies shot-based estimates."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="Seed for shot sampling, for reproducible runs."
+    )
     gradient: GradientMethod | None = Field(default=None, description="Also return d(evs)/d(parameters).")
     noise: bool | None = Field(default=None, description="Device models only: false turns the noise model off.")
     priority: Literal["high", "normal", "low"] = Field(

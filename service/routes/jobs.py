@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from qfleet.wire import TERMINAL_STATUSES, ErrorBody, JobInfo, JobRequest, JobResult
 
 from ..deps import JobsDep, TenantDep
-from ..errors import Conflict
+from ..errors import Conflict, RateLimited
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -28,8 +29,9 @@ MAX_WAIT_S = 60.0
 
 
 @router.post("", status_code=201, response_model=JobInfo, responses=ERRORS, summary="Submit a job")
-def submit_job(
+async def submit_job(
     body: JobRequest,
+    request: Request,
     jobs: JobsDep,
     tenant: TenantDep,
     idempotency_key: Annotated[
@@ -39,7 +41,21 @@ def submit_job(
 ) -> JobInfo:
     """Validate, price and shard a list of PUBs, and queue the tasks. Answers at once
     with the job's id; wait for its result with ``GET /v1/jobs/{id}/result?wait=``."""
-    return jobs.submit(body, tenant.name, idempotency_key)
+    # One tenant holds at most a few of the API's worker threads at once, however many it sends.
+    busy: Counter[str] = request.app.state.submitting
+    limit = jobs.settings.max_concurrent_submissions
+    if busy[tenant.name] >= limit:
+        raise RateLimited(
+            f"{busy[tenant.name]} submissions of this tenant are already being processed (limit {limit}); "
+            "send the next when one is answered",
+            code="too_many_concurrent_submissions",
+            retry_after=0.2,
+        )
+    busy[tenant.name] += 1
+    try:
+        return await run_in_threadpool(jobs.submit, body, tenant.name, idempotency_key)
+    finally:
+        busy[tenant.name] -= 1
 
 
 @router.get("/{job_id}", response_model=JobInfo, responses=ERRORS, summary="Job status and progress")

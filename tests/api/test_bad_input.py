@@ -126,6 +126,22 @@ CASES = [
         400,
         "invalid_parameter_values",
     ),
+    # issue 9: inputs that once validated and then failed with a 500, or later in a worker
+    ("zero-size parameter array", job(pub(values={"dtype": "float64", "shape": [0, 2], "data": ""})), 400, "empty_pub"),
+    ("no observables", job(pub(observables=[])), 400, "empty_pub"),
+    ("a subnormal precision", job(pub(precision=1e-300), backend="aer"), 400, "too_many_shots"),
+    (
+        "an array of more than 32 dimensions",
+        job(pub(values={"dtype": "float64", "shape": [1] * 40 + [2], "data": base64.b64encode(b"\0" * 16).decode()})),
+        400,
+        "invalid_parameter_values",
+    ),
+    ("a seed past int64", job(pub(), options={"shots": 100, "seed": 2**63}), 422, "invalid_request"),
+    ("parameters without values", job(pub(values=None)), 400, "missing_parameter_values"),
+    ("an infinite precision", job(pub(precision=float("inf"))), 422, "invalid_request"),
+    ("an infinite job precision", job(pub(), options={"precision": float("inf")}), 422, "invalid_request"),
+    ("an unknown option key", job(pub(), options={"shot": 100}), 422, "option_not_supported"),
+    ("ten million declared qubits", job(pub("OPENQASM 3.0; qubit[10000000] q;", "Z", None)), 400, "too_many_qubits"),
 ]
 
 
@@ -149,6 +165,36 @@ def test_malformed_json(api: TestClient) -> None:
     response = api.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "content, content_type",
+    [(b'{"backend": "\xff\xfe"}', "application/json"), (b"\xff" * 10, "application/json"), (b"a=b", "text/plain")],
+)
+def test_unreadable_bodies_get_the_error_body(api: TestClient, content: bytes, content_type: str) -> None:
+    response = api.post("/v1/jobs", content=content, headers={"Content-Type": content_type})
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    assert error["code"] and error["message"]
+
+
+def test_framework_errors_get_the_error_body(api: TestClient) -> None:
+    for method, path, status in [("GET", "/v1/nothing-here", 404), ("PUT", "/v1/jobs", 405)]:
+        response = api.request(method, path)
+        assert response.status_code == status
+        assert response.json()["error"]["code"] in ("not_found", "method_not_allowed")
+
+
+def test_a_final_measurement_is_refused_with_the_fix(api: TestClient) -> None:
+    circuit = 'OPENQASM 3.0; include "stdgates.inc"; qubit[1] q; bit[1] c; h q[0]; c[0] = measure q[0];'
+    response = api.post("/v1/jobs", json=job(pub(circuit, "Z", None)))
+    assert response.status_code == 400
+    assert "remove_final_measurements()" in response.json()["error"]["message"]
+
+
+def test_a_shape_mismatch_names_the_fix(api: TestClient) -> None:
+    response = api.post("/v1/jobs", json=job(pub(observables=["ZZ", "XX", "YY"], values=[[0.1, 0.2], [0.3, 0.4]])))
+    assert "P[:, None, :]" in response.json()["error"]["message"]
 
 
 def test_keys_and_tenants(api: TestClient) -> None:

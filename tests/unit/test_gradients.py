@@ -7,6 +7,7 @@ from qiskit.circuit import Parameter, QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
 from service.gradients import NotDifferentiable, resolve, shift_plan
+from service.parsing import describe
 from tests.conftest import random_circuit
 from worker.engines import Block, Program
 from worker.engines.aer import AerEngine
@@ -90,19 +91,24 @@ def test_shot_based_parameter_shift_has_errors_that_fit() -> None:
     assert np.max(np.abs(grad - fd)) < 5 * np.sqrt(2) / 2 / np.sqrt(20000) * 2
 
 
+def resolve_for(method: str, circuit: QuantumCircuit, shots: int) -> str:
+    info = describe(circuit)  # what the API learns of a circuit from its parser
+    return resolve(method, shots, info.shift_error, info.adjoint_error)
+
+
 def test_methods_are_resolved_or_refused_with_a_reason() -> None:
     theta = Parameter("t")
     qc = QuantumCircuit(2)
     qc.crx(theta, 0, 1)
-    assert resolve("auto", qc, shots=0) == "adjoint"
+    assert resolve_for("auto", qc, shots=0) == "adjoint"
     with pytest.raises(NotDifferentiable, match="parameter-shift needs rotation gates"):
-        resolve("auto", qc, shots=100)
+        resolve_for("auto", qc, shots=100)
     with pytest.raises(NotDifferentiable, match="exact simulation"):
-        resolve("adjoint", qc, shots=100)
+        resolve_for("adjoint", qc, shots=100)
     qc2 = QuantumCircuit(1)
     qc2.rx(theta * Parameter("u"), 0)
     with pytest.raises(NotDifferentiable, match="several parameters"):
-        resolve("parameter-shift", qc2, shots=0)
+        resolve_for("parameter-shift", qc2, shots=0)
 
 
 def test_a_circuit_without_parameters_has_an_empty_gradient() -> None:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from qiskit.circuit import ParameterVector, QuantumCircuit
 
+from service.parsing import describe
 from service.planner import plan_job
 from service.pubs import ParsedPub
 from service.tasks import JobSpec, assemble, pack_segment
@@ -19,7 +20,14 @@ def make_pub(obs_shape: tuple[int, ...], par_shape: tuple[int, ...], n: int = 2,
     values = np.arange(M * P, dtype=float).reshape(M, P)
     observables = [{"Z" * n: float(k + 1)} for k in range(K)]
     return ParsedPub(
-        qc, b"", observables, obs_shape, values, par_shape, tuple(np.broadcast_shapes(obs_shape, par_shape)), 0.0, 0
+        describe(qc),
+        observables,
+        obs_shape,
+        values,
+        par_shape,
+        tuple(np.broadcast_shapes(obs_shape, par_shape)),
+        0.0,
+        0,
     )
 
 

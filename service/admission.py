@@ -1,0 +1,158 @@
+"""Admission: whether a tenant may submit this job now, at what price, and in which lane.
+
+Everything here is cheap and runs before the expensive parts of a submission: the rate and
+option checks before any circuit is parsed, the price (service/planner.py ``price_job``)
+before any payload is built, stored or queued. Each refusal has its own code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from qfleet.wire import JobRequest
+
+from .backends import Backend
+from .errors import InvalidRequest, RateLimited, Unavailable
+from .planner import Price
+from .settings import Settings, TenantLimits
+from .store import LANES, Store
+
+_OPTIONS = ("shots", "seed", "noise", "precision")
+
+
+class Admission:
+    def __init__(self, settings: Settings, store: Store, backends: dict[str, Backend]) -> None:
+        self.settings = settings
+        self.store = store
+        self.backends = backends
+        self._limits: dict[str, tuple[float, TenantLimits]] = {}
+        self._memory: tuple[float, int, int] = (0.0, 0, 0)
+
+    def limits(self, tenant: str) -> TenantLimits:
+        """A tenant's limits, read at most once a second per API process (an admin's change applies within 1 s)."""
+        cached = self._limits.get(tenant)
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        limits = TenantLimits.model_validate({**self.settings.tenant.model_dump(), **self.store.tenant_limits(tenant)})
+        self._limits[tenant] = (time.monotonic(), limits)
+        return limits
+
+    def forget_limits(self, tenant: str) -> None:
+        self._limits.pop(tenant, None)
+
+    def check_rate(self, tenant: str, limits: TenantLimits) -> None:
+        wait = self.store.rate_wait(tenant, limits.jobs_per_second, limits.burst)
+        if wait > 0:
+            raise RateLimited(
+                f"more than {limits.jobs_per_second:g} submissions per second (burst {limits.burst}); retry after {wait:.2f} s",
+                retry_after=wait,
+            )
+
+    def backend(self, name: str) -> Backend:
+        backend = self.backends.get(name)
+        if backend is None:
+            raise InvalidRequest(
+                f"unknown backend '{name}'; GET /v1/backends lists them ({', '.join(sorted(self.backends))})",
+                code="unknown_backend",
+                backend=name,
+            )
+        return backend
+
+    def check_request(self, request: JobRequest, limits: TenantLimits) -> Backend:
+        """The backend as this tenant may use it (its width and shots capped by the tenant's limits),
+        once the request's shape and options are acceptable there."""
+        backend = self.backend(request.backend)
+        if len(request.pubs) > self.settings.max_pubs:
+            raise InvalidRequest(
+                f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs"
+            )
+        options = request.options
+        for name in _OPTIONS:
+            if getattr(options, name) is not None and name not in backend.options:
+                raise InvalidRequest(
+                    f"backend '{backend.name}' does not accept option '{name}'; it accepts {list(backend.options)}",
+                    code="option_not_supported",
+                    option=name,
+                )
+        if backend.unavailable:
+            raise InvalidRequest(
+                f"backend '{backend.name}' is unavailable: {backend.unavailable}", code="backend_unavailable"
+            )
+        return replace(
+            backend,
+            num_qubits=min(backend.num_qubits, limits.max_qubits),
+            max_shots=min(backend.max_shots, limits.max_shots),
+        )
+
+    def check_price(self, price: Price, limits: TenantLimits, backend: Backend) -> None:
+        """Refuse a job whose computed or stored size is over a limit, before anything is built."""
+        max_circuits = min(self.settings.max_circuits, limits.max_circuits)
+        if price.evaluations > max_circuits:
+            raise InvalidRequest(
+                f"the job computes {price.evaluations} expectation values (each PUB's broadcast size, times "
+                f"2G+1 circuits for parameter-shift gradients); the limit is {max_circuits}: split it into jobs",
+                code="too_many_circuits",
+                circuits=price.evaluations,
+                limit=max_circuits,
+            )
+        if price.shots > limits.max_job_shots:
+            raise InvalidRequest(
+                f"the job runs {price.shots} shots in all (circuit runs × shots); the limit is "
+                f"{limits.max_job_shots}: fewer shots, fewer parameter sets, or several jobs",
+                code="too_many_shots",
+                shots=price.shots,
+                limit=limits.max_job_shots,
+            )
+        if price.result_bytes > limits.max_result_bytes:
+            raise InvalidRequest(
+                f"the result would take {price.result_bytes} bytes; the limit is {limits.max_result_bytes}: "
+                "broadcast fewer observables against fewer parameter sets, or split the job",
+                code="result_too_large",
+                result_bytes=price.result_bytes,
+                limit=limits.max_result_bytes,
+            )
+        max_circuit_s = limits.max_circuit_seconds
+        if price.max_row_seconds > max_circuit_s:
+            raise InvalidRequest(
+                f"one circuit run is estimated at {price.max_row_seconds:.3g} s on '{backend.name}'; the limit is "
+                f"{max_circuit_s:g} s, so no task holds a worker longer: use fewer qubits, a shallower circuit, "
+                "fewer shots, or ask an admin to raise max_circuit_seconds",
+                code="circuit_too_costly",
+                estimated_s=round(price.max_row_seconds, 3),
+                limit_s=max_circuit_s,
+            )
+        self.check_storage(price)
+
+    def check_storage(self, price: Price) -> None:
+        """Refuse new work while Redis is near its memory cap: it never evicts job data (noeviction),
+        so a full Redis would otherwise fail writes of jobs already acknowledged."""
+        now = time.monotonic()
+        at, used, cap = self._memory
+        if now - at > 1.0:
+            used, cap = self.store.memory()
+            self._memory = (now, used, cap)
+        if cap and used + price.payload_bytes + price.result_bytes > self.settings.storage_headroom * cap:
+            raise Unavailable(
+                f"the job store holds {used} of {cap} bytes and this job needs about "
+                f"{price.payload_bytes + price.result_bytes} more; retry when running jobs have finished",
+                code="storage_full",
+                retry_after=5.0,
+            )
+
+    def check_inflight(self, tenant: str, limits: TenantLimits, tasks: int) -> None:
+        jobs_in_flight, tasks_in_flight = self.store.inflight(tenant)
+        if jobs_in_flight >= limits.max_jobs_in_flight or tasks_in_flight + tasks > limits.max_tasks_in_flight:
+            raise RateLimited(
+                f"{jobs_in_flight} jobs and {tasks_in_flight} tasks already in flight (limits {limits.max_jobs_in_flight} "
+                f"and {limits.max_tasks_in_flight}); wait for some to finish",
+                code="too_much_in_flight",
+                retry_after=1.0,
+            )
+
+    def lane(self, priority: str, price: Price) -> str:
+        """The queue lane: the asked priority, one lower for a job that computes long, so that a
+        small job waits behind at most about one task of it."""
+        if price.seconds > self.settings.fair_share_s:
+            return LANES[min(LANES.index(priority) + 1, len(LANES) - 1)]
+        return priority
