@@ -353,10 +353,8 @@ def _memo_observables(
 def _sampler_pub(i: int, pub: WirePub, request: JobRequest, backend: Backend, info: CircuitInfo) -> ParsedPub:
     if pub.observables is not None:
         raise _fail(i, "invalid_pub", "a sampler PUB has no observables; send them in an estimator job")
-    if not backend.supports_shots or backend.name in ("origin", "ibm"):
-        raise _fail(
-            i, "option_not_supported", f"backend '{backend.name}' has no sampler yet; sample on 'aer' or 'wukong72'"
-        )
+    if not backend.supports_shots:
+        raise _fail(i, "option_not_supported", f"backend '{backend.name}' is exact only and cannot sample")
     values, par_shape = _values(i, pub.parameter_values, info.num_parameters)
     shots = pub.shots or request.options.shots or DEFAULT_SAMPLER_SHOTS
     if shots > backend.max_shots:

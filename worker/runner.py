@@ -227,7 +227,7 @@ class Runner:
 
     def sample(self, program: Program, block: Block, backend: str) -> bytes:
         """Packed clbit memory of a block, (rows, shots, bytes) uint8, on the backend's sampler engine."""
-        engine: Any = self.device if backend == self.device.backend.name else self.engines["aer"]
+        engine: Any = self.device_engine(backend) if self.backends[backend].is_device else self.engines["aer"]
         return np.ascontiguousarray(engine.sample(program, block), dtype=np.uint8).tobytes()
 
     def renew_leases_forever(self) -> None:
@@ -279,7 +279,7 @@ class Runner:
                 block.seed = spec.seed if sampler else block_seed(spec.seed, program, block)
                 if sampler:
                     chunks.append(self.sample(program, block, backend))
-                    engine = f"{self.device.name if backend == self.device.backend.name else 'aer'}-sampler"
+                    engine = f"{backend}-sampler"
                 else:
                     *result, engine = self.compute(program, block, pub.gradient, backend)
                     chunks.append(result)
