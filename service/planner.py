@@ -121,6 +121,7 @@ def plan_job(
     # program in the workers: a training step's thousands of one-row PUBs cost about one PUB.
     first_circuit: dict[bytes, int] = {}
     first_obs: dict[bytes, int] = {}
+    obs_blobs: dict[int, bytes] = {}  # id of a PUB's observables list (alive in pubs) -> its JSON
     for i, pub in enumerate(pubs):
         mode = choose_mode(pub)
         if mode == "product":
@@ -134,7 +135,10 @@ def plan_job(
         c = first_circuit.setdefault(pub.qpy, i)
         if c == i:
             data[f"c{i}"] = pub.qpy
-        obs_bytes = _json_bytes(pub.observables)
+        # parse_pub hands PUBs with equal observables one list: serialized once per list
+        obs_bytes = obs_blobs.get(id(pub.observables)) or obs_blobs.setdefault(
+            id(pub.observables), _json_bytes(pub.observables)
+        )
         o = first_obs.setdefault(obs_bytes, i)
         if o == i:
             data[f"o{i}"] = obs_bytes

@@ -7,7 +7,6 @@ circuit text: a training loop sends the same template every step.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import OrderedDict
@@ -337,7 +336,7 @@ def _memo_observables(
     i: int, raw: Any, info: CircuitInfo, memo: dict[Any, Any]
 ) -> tuple[list[dict[str, float]], tuple[int, ...]]:
     """Observables checked against the circuit the client wrote, then moved onto the qubits kept."""
-    key = ("observables", json.dumps(raw, sort_keys=True, default=str), info.kept, info.width)
+    key = ("observables", repr(raw), info.kept, info.width)  # repr: cheap, exact for JSON values
     hit = memo.get(key)
     if hit is not None:
         return hit  # type: ignore[no-any-return]
