@@ -128,14 +128,16 @@ class Admission:
         """Refuse new work while Redis is near its memory cap: it never evicts job data (noeviction),
         so a full Redis would otherwise fail writes of jobs already acknowledged."""
         now = time.monotonic()
+        need = price.payload_bytes + price.result_bytes
         at, used, cap = self._memory
-        if now - at > 1.0:
+        # Read at most once a second while far from the cap; near it, every time.
+        if now - at > 1.0 or (cap and used + need > 0.5 * self.settings.storage_headroom * cap):
             used, cap = self.store.memory()
             self._memory = (now, used, cap)
-        if cap and used + price.payload_bytes + price.result_bytes > self.settings.storage_headroom * cap:
+        if cap and used + need > self.settings.storage_headroom * cap:
             raise Unavailable(
                 f"the job store holds {used} of {cap} bytes and this job needs about "
-                f"{price.payload_bytes + price.result_bytes} more; retry when running jobs have finished",
+                f"{need} more; retry when running jobs have finished",
                 code="storage_full",
                 retry_after=5.0,
             )

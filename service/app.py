@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,12 +15,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from qfleet.wire import JobOptions
+from fastapi_offline import FastAPIOffline
+from qfleet.wire import ARRAY_ENCODING, BROADCASTING, PARAMETER_ORDER, PAULI_ORDER, JobOptions
 from redis.exceptions import ResponseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, dashboard, metrics
-from .errors import RateLimited, ServiceError, Unavailable
+from .deps import get_admin, get_tenant
+from .errors import ERROR_DESCRIPTIONS, RateLimited, ServiceError, Unavailable
 from .events import JobEvents
 from .guards import BodyLimit, ClientGuard, Refused
 from .jobs import JobService
@@ -45,6 +47,84 @@ async def _reap_forever(jobs: JobService, every_s: float) -> None:
 
 def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+DESCRIPTION = f"""Batches of parameterized quantum circuits in, expectation values (and gradients) out,
+at the pace of a training loop.
+
+**Authentication.** Every route but `/healthz` needs `Authorization: Bearer <API key>`
+(the *Authorize* button here). `qfleet up` prints a dev key; an admin creates keys with
+`qfleet keys create TENANT` or `POST /v1/admin/keys`.
+
+**Flow.** `POST /v1/jobs` with a list of PUBs answers at once with the job's id; then
+`GET /v1/jobs/{{id}}/result?wait=20` holds the request until the job is final (200 with the
+results) or `wait` passes (202 with the job's status: ask again). `GET /v1/jobs/{{id}}/events`
+streams progress as server-sent events.
+
+**A PUB** is Qiskit EstimatorV2's (circuit, observables, parameter_values, precision).
+- Arrays: {ARRAY_ENCODING}
+- Observables: {PAULI_ORDER}
+- Parameters: {PARAMETER_ORDER}
+- Broadcasting: {BROADCASTING}
+
+**Errors.** Every error answer has the body `{{"error": {{"code", "message", "details"}}}}`:
+`code` is stable and machine-readable, `message` says what to fix.
+"""
+
+
+def _api_routes(routes: Any) -> Iterator[APIRoute]:
+    """Every APIRoute, also those inside included routers (newer FastAPI keeps them nested)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (router := getattr(route, "original_router", None)) is not None:
+            yield from _api_routes(router.routes)
+
+
+def _dependency_calls(route: APIRoute) -> set[Any]:
+    calls, todo = set(), [route.dependant]
+    while todo:
+        dependant = todo.pop()
+        calls.add(dependant.call)
+        todo.extend(dependant.dependencies)
+    return calls
+
+
+def _true_to_the_wire(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the generated document say what the service does: the bearer scheme on every route
+    that reads the API key, and the one error body for every error status it can answer with
+    (FastAPI would declare its own validation-error body for 422, which this app never sends)."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearerAuth"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key, sent as `Authorization: Bearer qf_...`.",
+    }
+    schemas = components.setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for route in _api_routes(app.routes):
+        operations = schema["paths"].get(route.path_format, {})
+        calls = _dependency_calls(route)
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if operation is None:  # not in the schema (the dashboard's HTML routes)
+                continue
+            statuses = {429, 500}  # ClientGuard: too many requests open from one address
+            if get_tenant in calls:
+                operation["security"] = [{"bearerAuth": []}]
+                statuses.add(401)
+            if get_admin in calls:
+                statuses.add(403)
+            if "requestBody" in operation:
+                statuses |= {400, 408, 413, 422}
+            responses = operation["responses"]
+            if "422" in responses or route.dependant.query_params:
+                statuses.add(422)
+            for status in sorted(statuses):
+                responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status], "content": error_body}
+    return schema
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -73,16 +153,23 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.events.stop()
             redis.close()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) load their scripts from this app, not a CDN.
+    app = FastAPIOffline(
         title="qfleet",
         version=__version__,
-        description="Batches of parameterized quantum circuits in, expectation values (and "
-        "gradients) out, at the pace of a training loop. Authenticate with "
-        "`Authorization: Bearer <API key>`. Every error answer has the body "
-        '`{"error": {"code", "message", "details"}}`.',
+        description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        static_url="/docs-assets",
+        swagger_ui_parameters={"persistAuthorization": True},
     )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _true_to_the_wire(app, FastAPI.openapi(app))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -140,4 +227,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         ClientGuard, body_timeout_s=settings.body_timeout_s, max_requests=settings.max_requests_per_client
     )
+    metrics.install(app)  # outermost: counts every answer, refusals included
     return app

@@ -15,6 +15,7 @@ from .jobs import JobService
 class Tenant:
     name: str
     role: str
+    prefix: str = ""  # of the API key, for the audit log
 
     @property
     def is_admin(self) -> bool:
@@ -45,7 +46,7 @@ def get_tenant(request: Request, jobs: JobsDep) -> Tenant:
             raise PayloadTooLarge(
                 f"request body of {length} bytes is over this tenant's {limit}-byte limit", limit=limit
             )
-    return Tenant(record.tenant, record.role)
+    return Tenant(record.tenant, record.role, record.prefix)
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

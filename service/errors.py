@@ -77,3 +77,32 @@ class Unavailable(RateLimited):
 
     status = 503
     code = "unavailable"
+
+
+# What each status means on this API, for the OpenAPI document (routes declare theirs with
+# error_responses; app.py adds the statuses that the guards, dependencies and body imply).
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Bad input: `error.code` says which rule was broken, `error.message` how to fix it, "
+    "`error.details` where (e.g. the PUB index); `invalid_body` when the body cannot be read.",
+    401: "Missing, unknown or revoked API key (`missing_api_key`, `invalid_api_key`).",
+    403: "The API key's role may not do this (`admin_required`).",
+    404: "No such job, backend or key for this API key (another tenant's job answers exactly the same).",
+    408: "The request body did not arrive in time (`body_timeout`); the connection is closed.",
+    409: "The job failed or was cancelled, so it has no result; `error.details.job` is its status.",
+    413: "The body is over the size limit (`payload_too_large`); split the job into smaller ones.",
+    422: "The body or a parameter does not fit the schema (`invalid_request`); `error.details.errors` lists "
+    "each problem with its location.",
+    429: "Over a limit: the tenant's rate or work in flight (`rate_limited`, `too_much_in_flight`, "
+    "`too_many_concurrent_submissions`) or requests open from one address (`too_many_requests_open`); "
+    "retry after the `Retry-After` header's seconds.",
+    500: "The service failed (`internal_error`); the request was not processed and may be retried.",
+    503: "The service is briefly unable to take this (`unavailable`: storage near its cap, parsers busy); "
+    "retry after the `Retry-After` header's seconds.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for these statuses, each with the one error body."""
+    from qfleet.wire import ErrorBody
+
+    return {status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}

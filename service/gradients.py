@@ -26,10 +26,15 @@ class NotDifferentiable(ValueError):
     """A circuit the asked-for gradient method cannot handle; the message says why."""
 
 
-def affine_angle(value: Any, columns: dict[Parameter, int]) -> Angle:
-    """An angle as (column, scale, offset); raises NotDifferentiable if it is not affine in one parameter."""
+def affine_angle(value: Any, columns: dict[Parameter, int], memo: dict[Any, Angle] | None = None) -> Angle:
+    """An angle as (column, scale, offset); raises NotDifferentiable if it is not affine in one parameter.
+    ``memo`` keeps the answers for expressions seen before (a template repeats its angles)."""
     if not isinstance(value, ParameterExpression) or not value.parameters:
         return (-1, 0.0, float(value))
+    if memo is not None:
+        if value not in memo:
+            memo[value] = affine_angle(value, columns)
+        return memo[value]
     if len(value.parameters) != 1:
         raise NotDifferentiable(f"angle {value} depends on several parameters")
     (param,) = value.parameters
@@ -63,31 +68,51 @@ class ShiftPlan:
         return a
 
 
+def _rotation_angles(inst: Any, columns: dict[Parameter, int], memo: dict[Any, Angle]) -> list[Angle] | None:
+    """The angles of a parameterized rotation (None for an instruction without parameters);
+    raises NotDifferentiable for a gate the shift rule does not cover."""
+    op = inst.operation
+    if not any(isinstance(v, ParameterExpression) and v.parameters for v in op.params):
+        return None
+    if op.name not in SHIFT_RULE_GATES:
+        raise NotDifferentiable(
+            f"parameter-shift needs rotation gates ({', '.join(sorted(SHIFT_RULE_GATES))}); "
+            f"'{op.name}' has a parameter. Transpile to rotations first, or use gradient='adjoint'"
+        )
+    return [affine_angle(value, columns, memo) for value in op.params]
+
+
+def shift_terms(circuit: QuantumCircuit) -> int:
+    """G: the parameterized angles the shift rule shifts (2G+1 circuits a row); raises NotDifferentiable."""
+    columns = {p: j for j, p in enumerate(circuit.parameters)}
+    memo: dict[Any, Angle] = {}
+    count = 0
+    for inst in circuit.data:
+        angles = _rotation_angles(inst, columns, memo)
+        count += sum(1 for a in angles or () if a[0] >= 0)
+    return count
+
+
 def shift_plan(circuit: QuantumCircuit) -> ShiftPlan:
     """Rewrite ``circuit`` for the parameter-shift rule; raises NotDifferentiable with the reason."""
     columns = {p: j for j, p in enumerate(circuit.parameters)}
+    memo: dict[Any, Angle] = {}
     out = circuit.copy_empty_like()
     angles: list[Angle] = []
     fresh = ParameterVector("φ", sum(len(i.operation.params) for i in circuit.data))
     for inst in circuit.data:
-        op = inst.operation
-        if not any(isinstance(v, ParameterExpression) and v.parameters for v in op.params):
+        found = _rotation_angles(inst, columns, memo)
+        if found is None:
             out.append(inst)
             continue
-        if op.name not in SHIFT_RULE_GATES:
-            raise NotDifferentiable(
-                f"parameter-shift needs rotation gates ({', '.join(sorted(SHIFT_RULE_GATES))}); "
-                f"'{op.name}' has a parameter. Transpile to rotations first, or use gradient='adjoint'"
-            )
         params = []
-        for value in op.params:
-            angle = affine_angle(value, columns)
+        for angle in found:
             if angle[0] < 0:
                 params.append(angle[2])
                 continue
             params.append(fresh[len(angles)])
             angles.append(angle)
-        new_op = op.copy()
+        new_op = inst.operation.copy()
         new_op.params = params
         out.append(new_op, inst.qubits, inst.clbits)
     if out.num_parameters != len(angles):  # sorted order must be φ_0, φ_1, ... for the values to line up
@@ -98,10 +123,11 @@ def shift_plan(circuit: QuantumCircuit) -> ShiftPlan:
 def check_adjoint(circuit: QuantumCircuit) -> None:
     """Raises NotDifferentiable unless every angle is affine in one parameter (adjoint's need)."""
     columns = {p: j for j, p in enumerate(circuit.parameters)}
+    memo: dict[Any, Angle] = {}
     for inst in circuit.data:
         for value in inst.operation.params:
             if isinstance(value, ParameterExpression):  # a constant (or a unitary's matrix) is fine
-                affine_angle(value, columns)
+                affine_angle(value, columns, memo)
 
 
 def resolve(method: str, shots: int, shift_error: str | None, adjoint_error: str | None) -> str:

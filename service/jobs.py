@@ -6,7 +6,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from qfleet.wire import (
     TERMINAL_STATUSES,
@@ -14,16 +14,16 @@ from qfleet.wire import (
     ErrorDetail,
     JobInfo,
     JobRequest,
-    JobResult,
+    JobResultBody,
     Progress,
-    PubResult,
+    PubResultBody,
     encode_array,
 )
 
 from . import queueing
 from .admission import Admission
 from .backends import Backend, all_backends
-from .errors import NotFound
+from .errors import Conflict, NotFound
 from .parsing import shared_pool
 from .planner import plan_job, price_job
 from .pubs import CircuitCache, parse_pub
@@ -73,7 +73,7 @@ class JobService:
         backend = admission.check_request(request, limits)
         memo: dict[Any, Any] = {}  # PUBs of one request that share a circuit share its parse
         pubs = [
-            parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers, memo)
+            parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers, tenant, memo)
             for i, p in enumerate(request.pubs)
         ]
         options = request.options
@@ -122,9 +122,9 @@ class JobService:
                 continue
             attempt = self.store.bump_attempts(job_id, task)
             if attempt > self.settings.task_retries:
-                self.store.finish(
-                    job_id, "failed", "task_abandoned", f"task {task} lost its worker {attempt} times; giving up"
-                )
+                message = f"task {task} lost its worker {attempt} times; giving up"
+                self.store.record_failure(job_id, task, record["backend"], record["tenant"], "abandoned", message)
+                self.store.finish(job_id, "failed", "task_abandoned", message)
                 continue
             log.warning("task %s of job %s lost its worker; re-queued (attempt %d)", task, job_id, attempt + 1)
             queueing.enqueue(self.store, self.settings, record["queue"], job_id, [task], "retry", attempt)
@@ -160,7 +160,7 @@ class JobService:
         record = self._record(job_id, tenant)
         return record["status"], record
 
-    def result(self, job_id: str, record: dict[str, str]) -> JobResult:
+    def result(self, job_id: str, record: dict[str, str]) -> JobResultBody:
         spec = self.store.spec(job_id)
         assert spec is not None, "a done job has its spec"
         if spec.pubs and spec.pubs[0].primitive == "sampler":
@@ -174,7 +174,7 @@ class JobService:
         for i, (pub, arr) in enumerate(zip(spec.pubs, arrays)):
             grad = arr["gradient"]
             results.append(
-                PubResult(
+                PubResultBody(
                     evs=encode_array(arr["evs"]),
                     stds=encode_array(arr["stds"]),
                     gradient=None if grad is None else encode_array(grad),
@@ -190,7 +190,7 @@ class JobService:
             )
         started = float(record.get("started_at") or record["created_at"])
         finished = float(record.get("finished_at") or time.time())
-        return JobResult(
+        return JobResultBody(
             id=job_id,
             status="done",
             results=results,
@@ -203,14 +203,14 @@ class JobService:
             },
         )
 
-    def _sampler_result(self, job_id: str, record: dict[str, str], spec: JobSpec) -> JobResult:
+    def _sampler_result(self, job_id: str, record: dict[str, str], spec: JobSpec) -> JobResultBody:
         registers = assemble_samples(spec, self.store.results(job_id))
         engine_meta: dict[int, dict[str, Any]] = {}
         for _, per_pub in sorted(self.store.task_meta(job_id).items()):
             for pub_index, meta in per_pub.items():
                 engine_meta.setdefault(int(pub_index), meta)
         results = [
-            PubResult(
+            PubResultBody(
                 registers={
                     name: BitArrayData(num_bits=num_bits, bits=encode_array(bits, "uint8"))
                     for name, (bits, num_bits) in regs.items()
@@ -226,7 +226,7 @@ class JobService:
         ]
         started = float(record.get("started_at") or record["created_at"])
         finished = float(record.get("finished_at") or time.time())
-        return JobResult(
+        return JobResultBody(
             id=job_id,
             status="done",
             results=results,
@@ -269,12 +269,53 @@ class JobService:
     def worker_count(self) -> int:
         return queueing.worker_count(self.store)
 
-    def requeue_failed(self, job_id: str) -> bool:
-        """Run a failed job's unfinished tasks again (an admin's action); its done tasks stay done."""
+    # -- what the backends route and the dashboard share (appended) ----------------
+    def backend_status(self, name: str, paused: set[str] | None = None) -> tuple[BackendStatus, str | None, int]:
+        """(status, reason, workers) of a backend, in the one vocabulary the API and the
+        dashboard both show: ``online``; ``paused``; ``unavailable`` with the reason (missing
+        credentials, or no worker serving it). The first cause found is the one given."""
+        backend = self.backends[name]
+        workers = self.workers_on(name)
+        if backend.unavailable:
+            return "unavailable", backend.unavailable, workers
+        if name in (self.store.paused() if paused is None else paused):
+            return "paused", "paused by an admin; queued tasks wait", workers
+        if not workers:
+            return "unavailable", "no workers: none serves this backend; its tasks wait in the queue", workers
+        return "online", None, workers
+
+    def requeue_can_help(self, job_id: str) -> bool:
+        """Whether running a failed job's tasks again can succeed: only if what failed them was
+        transient (a lost worker, a timeout, a connection); bad input fails the same way again."""
         record = self.store.job(job_id)
-        if record is None or not self.store.reopen(job_id):
+        if record is None or record["status"] != "failed":
             return False
+        failures = self.store.job_failures(job_id)
+        return bool(failures) and all(f["reason"] in TRANSIENT_FAILURES for f in failures)
+
+    def requeue_failed(self, job_id: str) -> int:
+        """Run a failed job's unfinished tasks again (its done tasks stay done); returns how many.
+        Refused with 409 where the failure would only repeat."""
+        record = self.store.job(job_id)
+        if record is None:
+            raise NotFound(f"no job '{job_id}'", code="job_not_found")
+        if not self.requeue_can_help(job_id):
+            raise Conflict(
+                f"job '{job_id}' is {record['status']}; a re-queue only helps a job that failed for a transient "
+                "reason (a lost worker, a timeout); fix its input and submit it again",
+                code="requeue_not_useful",
+            )
+        if not self.store.reopen(job_id):
+            return 0
         done = self.store.done_tasks(job_id)
         missing = [t for t in range(int(record["tasks_total"])) if t not in done]
         queueing.enqueue(self.store, self.settings, record["queue"], job_id, missing, "requeue")
-        return True
+        return len(missing)
+
+
+BackendStatus = Literal["online", "paused", "unavailable"]
+
+# What fails a task once may pass the next time; anything else (bad input, a bug) repeats.
+TRANSIENT_FAILURES = frozenset(
+    {"abandoned", "JobTimeoutException", "TimeoutError", "ConnectionError", "MemoryError", "BusyLoadingError"}
+)

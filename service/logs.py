@@ -19,6 +19,8 @@ _CONTEXT = (
     "actor",
     "action",
     "target",
+    "via",
+    "details",
 )
 
 

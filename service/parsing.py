@@ -45,7 +45,8 @@ class CircuitError(Exception):
 
 
 class ParserBusy(Exception):
-    """Every parser child is busy past the wait: the caller answers 503 with Retry-After."""
+    """No parser child within the wait: with an owner, because that owner's own turns are all
+    taken (429); without, because every child is busy (503)."""
 
 
 @dataclass(frozen=True)
@@ -116,13 +117,13 @@ def describe(circuit: Any) -> CircuitInfo:
     """A checked circuit's canonical bytes and the facts admission and pricing need."""
     from qiskit import qpy
 
-    from .gradients import NotDifferentiable, check_adjoint, shift_plan
+    from .gradients import NotDifferentiable, check_adjoint, shift_terms
 
     buf = io.BytesIO()
     qpy.dump(circuit, buf)
-    shift_terms, shift_error, adjoint_error = 0, None, None
+    shift_count, shift_error, adjoint_error = 0, None, None
     try:
-        shift_terms = len(shift_plan(circuit).angles)
+        shift_count = shift_terms(circuit)
     except NotDifferentiable as exc:
         shift_error = str(exc)
     try:
@@ -139,7 +140,7 @@ def describe(circuit: Any) -> CircuitInfo:
         num_parameters=int(circuit.num_parameters),
         size=int(circuit.size()),
         depth=int(circuit.depth()),
-        shift_terms=shift_terms,
+        shift_terms=shift_count,
         shift_error=shift_error,
         adjoint_error=adjoint_error,
     )
@@ -300,6 +301,7 @@ def _child_main(conn: Connection, memory_bytes: int) -> None:
     from . import gradients  # noqa: F401
 
     _cap_memory(memory_bytes)
+    os.nice(10)  # parsing yields the cores to the API and the workers: one tenant's big text waits, not everyone
     while True:
         try:
             request = conn.recv()
@@ -365,8 +367,21 @@ class ParserPool:
             self._idle.put(None)  # started on first use
         self._lock = threading.Lock()
         self._children: list[_Child] = []
+        self._turns: dict[str, threading.BoundedSemaphore] = {}
 
-    def parse(self, fmt: str, data: str, limits: Limits) -> CircuitInfo:
+    def parse(self, fmt: str, data: str, limits: Limits, owner: str = "") -> CircuitInfo:
+        """Parse in a child. One ``owner`` (a tenant) has at most ``size - 1`` children at once, so
+        one tenant's slow texts never take every parser; its excess waits for its own turn."""
+        with self._lock:
+            turn = self._turns.setdefault(owner, threading.BoundedSemaphore(max(1, self._size - 1)))
+        if not turn.acquire(timeout=self._wait_s):
+            raise ParserBusy(owner)
+        try:
+            return self._parse(fmt, data, limits)
+        finally:
+            turn.release()
+
+    def _parse(self, fmt: str, data: str, limits: Limits) -> CircuitInfo:
         try:
             child = self._idle.get(timeout=self._wait_s)
         except queue.Empty:
@@ -376,24 +391,41 @@ class ParserPool:
         try:
             child.conn.send((fmt, data, limits))
             if not child.conn.poll(self._timeout_s + (0.0 if child.warm else 20.0)):
-                self._retire(child)
-                child = None
+                self._replace(child)
                 raise CircuitError(
                     "circuit_parse_timeout",
                     f"the circuit took more than {self._timeout_s:g} s to parse; send a smaller or simpler one",
                 )
             status, value = child.conn.recv()
             child.warm = True
-        except (EOFError, OSError, BrokenPipeError):
-            self._retire(child)
-            child = None
+        except (EOFError, OSError):
+            self._replace(child)
             raise CircuitError("circuit_too_large", _memory_message(self._memory_bytes)) from None
-        finally:
-            self._idle.put(child)
+        self._idle.put(child)
         if status == "error":
             code, message, details = value
             raise CircuitError(code, message, **details)
         return value  # type: ignore[no-any-return]
+
+    def _replace(self, child: _Child) -> None:
+        """Kill a child past its deadline (or dead) and start its successor in the background, so
+        the next circuit does not wait for a qiskit import."""
+        log.warning("parser child %s retired (deadline or memory)", child.process.pid)
+        child.kill()
+
+        def start() -> None:
+            fresh: _Child | None = None
+            try:
+                fresh = self._spawn()
+                fresh.conn.send(None)
+                if fresh.conn.poll(60.0):
+                    fresh.conn.recv()
+                    fresh.warm = True
+            except Exception as exc:  # the slot stays: the next parse starts a child itself
+                log.warning("parser child could not start: %s", exc)
+            self._idle.put(fresh)
+
+        threading.Thread(target=start, name="parser-respawn", daemon=True).start()
 
     def warm(self) -> None:
         """Start every child and wait until each answers (they import qiskit first)."""
@@ -417,11 +449,6 @@ class ParserPool:
         with self._lock:
             self._children = [c for c in self._children if c.process.is_alive()] + [child]
         return child
-
-    def _retire(self, child: _Child | None) -> None:
-        if child is not None:
-            log.warning("parser child %s retired (deadline or memory)", child.process.pid)
-            child.kill()
 
     def close(self) -> None:
         with self._lock:

@@ -38,7 +38,7 @@ class Price:
     evaluations: int = 0  # expectation values computed: broadcast size K×M, times 2G+1 shifts for gradients
     executions: int = 0  # circuit runs: rows, times the shifted copies
     shots: int = 0  # executions × shots
-    result_bytes: int = 0  # float64 evs, stds and gradients the job stores and returns
+    result_bytes: int = 0  # float64 evs, stds and gradients the job stores (it returns at most as many)
     payload_bytes: int = 0  # circuits, parameter rows and observables stored for the workers
     seconds: float = 0.0  # estimated compute on one core
     max_row_seconds: float = 0.0  # the costliest single row: no task can be shorter than this
@@ -196,7 +196,9 @@ def price_job(pubs: list[ParsedPub], device: bool = False, noise: bool = True) -
         price.evaluations += pub.size * fan_out(pub)
         price.executions += rows * fan_out(pub)
         price.shots += rows * fan_out(pub) * pub.shots
-        price.result_bytes += pub.size * 8 * (2 + (pub.num_parameters if pub.gradient else 0))
+        # stored slices: a product row holds every observable, even where the broadcast needs fewer
+        values = len(pub.observables) * len(pub.values) if mode == "product" else pub.size
+        price.result_bytes += values * 8 * (2 + (pub.num_parameters if pub.gradient else 0))
         observables = sum(len(o) * (len(next(iter(o), "")) + 28) + 3 for o in pub.observables)
         pairs = 16 * pub.size if mode == "zip" else 0
         price.payload_bytes += len(pub.qpy) + pub.values.nbytes + observables + pairs

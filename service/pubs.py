@@ -21,7 +21,7 @@ from qfleet.wire import Pub as WirePub
 from qiskit.primitives.containers import ObservablesArray
 
 from .backends import DEFAULT_SHOTS, Backend
-from .errors import InvalidRequest, Unavailable
+from .errors import InvalidRequest, RateLimited, Unavailable
 from .gradients import NotDifferentiable, resolve
 from .parsing import CircuitError, CircuitInfo, Limits, ParserBusy, ParserPool, check_width, precheck
 from .settings import Settings
@@ -101,6 +101,7 @@ def circuit_info(
     settings: Settings,
     cache: CircuitCache,
     pool: ParserPool,
+    tenant: str,
     request: JobRequest | None = None,
 ) -> CircuitInfo:
     """The PUB's circuit, parsed (bounded in time and memory) or from the cache, checked for this backend."""
@@ -121,12 +122,18 @@ def circuit_info(
             limits = Limits(
                 backend.num_qubits, settings.max_ops, settings.max_depth, primitive, backend.mid_circuit, backend.exact
             )
-            info = pool.parse(fmt, data, limits)
+            info = pool.parse(fmt, data, limits, tenant)
             cache.put(kind, data, info)
         check_width(info.num_qubits, backend.num_qubits, backend.name)  # the cache serves every backend
     except CircuitError as exc:
         raise _fail(i, exc.code, exc.message, **exc.details) from None
-    except ParserBusy:
+    except ParserBusy as exc:
+        if exc.args:  # this tenant's own circuits are being parsed: its turn comes when one is done
+            raise RateLimited(
+                "this tenant's earlier circuits are still being parsed; send the next when one is answered",
+                code="parser_busy",
+                retry_after=1.0,
+            ) from None
         raise Unavailable(
             "every circuit parser is busy; retry in a second", code="parser_busy", retry_after=1.0
         ) from None
@@ -230,10 +237,11 @@ def parse_pub(
     settings: Settings,
     cache: CircuitCache,
     pool: ParserPool,
+    tenant: str = "",
     memo: dict[Any, Any] | None = None,
 ) -> ParsedPub:
     """``memo`` (one dict per request) keeps what PUBs sharing observables share."""
-    info = circuit_info(i, pub, backend, settings, cache, pool, request)
+    info = circuit_info(i, pub, backend, settings, cache, pool, tenant, request)
     if request.primitive == "sampler":
         return _sampler_pub(i, pub, request, backend, info)
     if pub.observables is None:

@@ -246,6 +246,33 @@ class Keys:
         """The backend whose lane ``queue_name`` is (the inverse of :meth:`queue`)."""
         return queue_name[len(self.p) + 1 :].rsplit(".", 1)[0]
 
+    def session(self, digest: str) -> str:
+        """A dashboard session, by the SHA-256 of its id (the id itself lives only in the cookie)."""
+        return f"{self.p}:session:{digest}"
+
+    @property
+    def failures(self) -> str:
+        """List of the latest task failures (JSON, newest first), with tracebacks."""
+        return f"{self.p}:failures"
+
+    def job_failures(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:failures"
+
+    @property
+    def tasks_failed(self) -> str:
+        """Hash ``backend|tenant|reason`` -> tasks failed for good (after their retries)."""
+        return f"{self.p}:tasks_failed"
+
+    @property
+    def task_seconds_by_backend(self) -> str:
+        """Hash ``backend|le`` (and ``backend|sum``, ``backend|count``) -> task-time histogram."""
+        return f"{self.p}:task_seconds_by_backend"
+
+    @property
+    def http_requests(self) -> str:
+        """Hash ``method|route|status|le`` (and ``|sum``, ``|count``) -> request-latency histogram."""
+        return f"{self.p}:http_requests"
+
 
 def connect(settings: Any) -> Redis:
     """The Redis client of this deployment: the URL's server, or the master Sentinel names."""
@@ -492,8 +519,8 @@ class Store:
     def recent_jobs(self, limit: int = 500) -> list[str]:
         return [j.decode() for j in self.redis.zrevrange(self.keys.all_jobs, 0, limit - 1)]  # type: ignore[union-attr]
 
-    def audit(self, actor: str, action: str, target: str) -> None:
-        entry = json.dumps({"t": time.time(), "actor": actor, "action": action, "target": target})
+    def audit(self, actor: str, action: str, target: str, **details: Any) -> None:
+        entry = json.dumps({"t": time.time(), "actor": actor, "action": action, "target": target, **details})
         pipe = self.redis.pipeline()
         pipe.lpush(self.keys.audit, entry)
         pipe.ltrim(self.keys.audit, 0, 999)
@@ -619,3 +646,94 @@ class Store:
     def revoke_api_key(self, key_hash_or_prefix: str) -> int:
         gone = [h for h, rec in self.api_keys().items() if h == key_hash_or_prefix or rec.prefix == key_hash_or_prefix]
         return int(self.redis.hdel(self.keys.api_keys, *gone)) if gone else 0
+
+    # -- dashboard, failures, metrics (appended; see Keys for the names) -----------
+    def api_key_by_hash(self, digest: str) -> ApiKey | None:
+        raw = self.redis.hget(self.keys.api_keys, digest)
+        return None if raw is None else ApiKey(**json.loads(raw))
+
+    def create_session(self, session_id: str, record: dict[str, Any], ttl_s: int) -> None:
+        self.redis.set(self.keys.session(hash_api_key(session_id)), json.dumps(record), ex=ttl_s)
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        raw = self.redis.get(self.keys.session(hash_api_key(session_id)))
+        return None if raw is None else json.loads(raw)  # type: ignore[arg-type]
+
+    def drop_session(self, session_id: str) -> None:
+        self.redis.delete(self.keys.session(hash_api_key(session_id)))
+
+    def record_failure(
+        self, job_id: str, task: int, backend: str, tenant: str, reason: str, message: str, traceback: str = ""
+    ) -> None:
+        """A task failed for good: kept with its traceback for the dashboard, counted for /metrics."""
+        entry = json.dumps(
+            {
+                "t": time.time(),
+                "job": job_id,
+                "task": task,
+                "backend": backend,
+                "tenant": tenant,
+                "reason": reason,
+                "message": message,
+                "traceback": traceback,
+            }
+        )
+        k = self.keys
+        pipe = self.redis.pipeline()
+        pipe.lpush(k.failures, entry)
+        pipe.ltrim(k.failures, 0, 499)
+        pipe.hset(k.job_failures(job_id), str(task), entry)
+        pipe.expire(k.job_failures(job_id), self.ttl_s)
+        pipe.hincrby(k.tasks_failed, f"{backend}|{tenant}|{reason}", 1)
+        pipe.execute()
+
+    def failures(self, limit: int = 500) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.redis.lrange(self.keys.failures, 0, limit - 1)]  # type: ignore[union-attr]
+
+    def job_failures(self, job_id: str) -> list[dict[str, Any]]:
+        raw = self.redis.hgetall(self.keys.job_failures(job_id))
+        return sorted((json.loads(v) for v in raw.values()), key=lambda f: f["task"])  # type: ignore[union-attr]
+
+    def tasks_failed(self) -> dict[tuple[str, str, str], int]:
+        """(backend, tenant, reason) -> tasks failed for good."""
+        out = {}
+        for field, value in self.redis.hgetall(self.keys.tasks_failed).items():  # type: ignore[union-attr]
+            backend, tenant, reason = field.decode().split("|", 2)  # type: ignore[union-attr]
+            out[(backend, tenant, reason)] = int(value)
+        return out
+
+    def observe_task_seconds(self, backend: str, seconds: float) -> None:
+        key = self.keys.task_seconds_by_backend
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, f"{backend}|{histogram_bucket(seconds)}", 1)
+        pipe.hincrby(key, f"{backend}|count", 1)
+        pipe.hincrbyfloat(key, f"{backend}|sum", seconds)
+        pipe.execute()
+
+    def task_seconds_by_backend(self) -> dict[str, dict[str, float]]:
+        """backend -> {le bound or "sum"/"count": value}."""
+        out: dict[str, dict[str, float]] = {}
+        for field, value in self.redis.hgetall(self.keys.task_seconds_by_backend).items():  # type: ignore[union-attr]
+            backend, _, name = field.decode().rpartition("|")  # type: ignore[union-attr]
+            out.setdefault(backend, {})[name] = float(value)
+        return out
+
+    def add_http_stats(self, deltas: dict[str, float]) -> None:
+        """Add one API process's request counts and latency sums (fields as in Keys.http_requests)."""
+        if not deltas:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for field, value in deltas.items():
+            if field.endswith("|sum"):
+                pipe.hincrbyfloat(self.keys.http_requests, field, value)
+            else:
+                pipe.hincrby(self.keys.http_requests, field, int(value))
+        pipe.execute()
+
+    def http_stats(self) -> dict[tuple[str, str, str], dict[str, float]]:
+        """(method, route, status) -> {le bound or "sum"/"count": value}."""
+        out: dict[tuple[str, str, str], dict[str, float]] = {}
+        for field, value in self.redis.hgetall(self.keys.http_requests).items():  # type: ignore[union-attr]
+            method, route, status, name = field.decode().split("|")  # type: ignore[union-attr]
+            out.setdefault((method, route, status), {})[name] = float(value)
+        return out

@@ -107,7 +107,7 @@ def assemble(spec: JobSpec, results: dict[int, bytes]) -> list[dict[str, np.ndar
     """Put task results back in request order: per PUB, evs and stds of its broadcast shape
     (and the gradient, shape + (P,), for a PUB with one)."""
     pubs = spec.pubs
-    blocks: list[list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]] = [[] for _ in pubs]
+    blocks: list[list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray | None]]] = [[] for _ in pubs]
     for t, segments in enumerate(spec.tasks):
         raw = np.frombuffer(results[t], dtype="<f8")
         pos = 0
@@ -121,7 +121,7 @@ def assemble(spec: JobSpec, results: dict[int, bytes]) -> list[dict[str, np.ndar
             if pub.gradient:
                 grad = raw[pos : pos + width * pub.num_parameters]
                 pos += width * pub.num_parameters
-            blocks[i].append((start, evs, stds, grad))
+            blocks[i].append((start, stop, evs, stds, grad))
     out = []
     for pub, pieces in zip(pubs, blocks):
         pieces.sort(key=lambda b: b[0])
@@ -130,18 +130,18 @@ def assemble(spec: JobSpec, results: dict[int, bytes]) -> list[dict[str, np.ndar
         grad = None
         if pub.mode == "product":
             K, M = pub.num_observables, pub.num_values
-            evs = np.concatenate([p[1].reshape(K, -1) for p in pieces], axis=1)
-            stds = np.concatenate([p[2].reshape(K, -1) for p in pieces], axis=1)
+            evs = np.concatenate([p[2].reshape(K, p[1] - p[0]) for p in pieces], axis=1)
+            stds = np.concatenate([p[3].reshape(K, p[1] - p[0]) for p in pieces], axis=1)
             o, r = np.broadcast_arrays(np.arange(K).reshape(pub.obs_shape), np.arange(M).reshape(pub.par_shape))
             if pub.gradient:
-                g = np.concatenate([p[3].reshape(K, -1, P) for p in pieces], axis=1)  # type: ignore[union-attr]
+                g = np.concatenate([p[4].reshape(K, p[1] - p[0], P) for p in pieces], axis=1)  # type: ignore[union-attr]
                 grad = g[o, r].reshape(shape + (P,))
             out.append({"evs": evs[o, r].reshape(shape), "stds": stds[o, r].reshape(shape), "gradient": grad})
         else:
-            evs = np.concatenate([p[1] for p in pieces]).reshape(shape)
-            stds = np.concatenate([p[2] for p in pieces]).reshape(shape)
+            evs = np.concatenate([p[2] for p in pieces]).reshape(shape)
+            stds = np.concatenate([p[3] for p in pieces]).reshape(shape)
             if pub.gradient:
-                grad = np.concatenate([p[3] for p in pieces]).reshape(shape + (P,))  # type: ignore[misc]
+                grad = np.concatenate([p[4] for p in pieces]).reshape(shape + (P,))  # type: ignore[misc]
             out.append({"evs": evs, "stds": stds, "gradient": grad})
     return out
 

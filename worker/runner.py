@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from traceback import format_exception
 from typing import Any
 
 import numpy as np
@@ -310,6 +311,8 @@ class Runner:
             self.store.set_task_meta(job_id, task, meta)
         stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
         outcome = self.store.complete_task(job_id, task, b"".join(parts), stats)
+        if outcome > 0:
+            self.store.observe_task_seconds(backend, stats.seconds)
         log.info(
             "task done",
             extra={
@@ -345,9 +348,11 @@ def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: 
     if _runner is None or job.retries_left or queueing.is_abandoned(type):
         return  # retried by RQ; abandoned tasks are re-queued by the API's lease reaper
     job_id, task = job.args
-    _runner.store.finish(
-        job_id, "failed", "task_failed", f"task {task} failed: {type.__name__ if type else 'error'}: {value}"
-    )
+    reason = type.__name__ if type else "error"
+    backend, tenant = _runner.store.job_fields(job_id, ["backend", "tenant"])
+    trace = "".join(format_exception(type, value, traceback)) if type else ""
+    _runner.store.record_failure(job_id, task, backend or "", tenant or "", reason, str(value), trace)
+    _runner.store.finish(job_id, "failed", "task_failed", f"task {task} failed: {reason}: {value}")
 
 
 def _ref(index: int, own: int) -> int:

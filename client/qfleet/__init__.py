@@ -6,7 +6,8 @@
 >>> job.result(timeout=60)[0].evs
 """
 
-from .client import AsyncClient, AsyncJob, Client, Job
+from ._jobs import AsyncJob, Job
+from .client import AsyncClient, Client
 from .errors import (
     APIError,
     AuthError,
@@ -18,6 +19,7 @@ from .errors import (
     QfleetError,
     RateLimitedError,
     ServerError,
+    TransportError,
 )
 from .results import JobResult, PubResult
 
@@ -40,5 +42,6 @@ __all__ = [
     "QfleetError",
     "RateLimitedError",
     "ServerError",
+    "TransportError",
     "__version__",
 ]

@@ -1,4 +1,5 @@
-"""What the sync and async clients share: configuration, request building, answer parsing."""
+"""What the sync and async clients share: configuration, request building, answer parsing
+and the retry decisions. The twins in client.py add only I/O."""
 
 from __future__ import annotations
 
@@ -6,18 +7,75 @@ import base64
 import io
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn, TypeVar, get_args
 
 import httpx
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
-from .errors import QfleetError, error_from_response
-from .wire import Circuit, JobOptions, JobRequest, Pub, encode_array
+from .errors import InvalidRequestError, QfleetError, RateLimitedError, ServerError, TransportError, error_from_response
+from .wire import Circuit, GradientMethod, JobOptions, JobRequest, Priority, Pub, encode_array
 
 # QPY is written at a pinned version so that a newer client qiskit stays readable by the
 # service's qiskit (which reads every version up to its own).
 QPY_WIRE_VERSION = 13
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# Seconds of retries for a service that has answered before: enough to ride out an API or
+# Redis restart. A service never reached gets FIRST_CONTACT_RETRY_S, so a wrong URL fails fast.
+DEFAULT_RETRY_S = 10.0
+FIRST_CONTACT_RETRY_S = 1.0
+RATE_LIMIT_RETRIES = 8
+# Options whose values come from a closed set: checked here so the error names the choices.
+CHOICES: dict[str, tuple[str, ...]] = {"gradient": get_args(GradientMethod), "priority": get_args(Priority)}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], body: Any) -> M:
+    """An answer of the service as its model; a body that does not fit is a QfleetError, not pydantic's."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise QfleetError(
+            f"the service answered with a {model.__name__} this client does not understand ({exc.error_count()} "
+            f"problems, first: {exc.errors()[0]['msg']})",
+            code="unexpected_answer",
+            hint="the service and this client speak different protocol versions: install the qfleet client "
+            "that matches the service",
+        ) from None
+
+
+def _invalid(message: str, code: str, hint: str | None = None, **details: Any) -> InvalidRequestError:
+    return InvalidRequestError(message, status=None, code=code, details=details, hint=hint)
+
+
+def validate_options(**options: Any) -> JobOptions:
+    """Job options checked on the client: a bad value raises InvalidRequestError naming the allowed ones."""
+    for name, allowed in CHOICES.items():
+        value = options.get(name)
+        if value is not None and value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise _invalid(
+                f"{name}={value!r} is not one of {choices}",
+                "invalid_option",
+                "help(qfleet.Client.estimate) says what each option does",
+                option=name,
+                value=value,
+                allowed=list(allowed),
+            )
+    try:
+        return JobOptions.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "options"
+        raise _invalid(
+            f"{name}={options.get(name)!r}: {first['msg']}",
+            "invalid_option",
+            "help(qfleet.Client.estimate) says what each option does",
+            option=name,
+            value=options.get(name),
+        ) from None
 
 
 def encode_circuit(circuit: Any) -> Circuit:
@@ -58,15 +116,33 @@ def encode_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
     precision = rest[1] if len(rest) > 1 else None
     encoded_values = None
     if values is not None:
-        arr = np.asarray(values, dtype=np.float64)
-        # (3, 0) for a circuit without parameters still says "3 parameter sets"
-        encoded_values = encode_array(arr) if arr.size or arr.ndim > 1 else None
-    return Pub(
-        circuit=encode_circuit(circuit) if table is None else table.index(circuit),
-        observables=encode_observables(observables) if table is None else table.observables(observables),
-        parameter_values=encoded_values,
-        precision=precision,
-    )
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise _invalid(
+                f"parameter_values are not a rectangular array of numbers ({exc})",
+                "invalid_parameter_values",
+                "pass a numpy array of shape (..., number of circuit parameters)",
+            ) from None
+        encoded_values = encode_array(arr)  # an empty array too: the service checks its width
+    elif getattr(circuit, "num_parameters", 0):
+        raise _invalid(
+            f"the circuit has {circuit.num_parameters} parameters but the PUB gives no parameter_values",
+            "parameter_count_mismatch",
+            "add values as the PUB's third item, shape (..., num_parameters), columns in circuit.parameters order",
+            expected=circuit.num_parameters,
+        )
+    try:
+        return Pub(
+            circuit=encode_circuit(circuit) if table is None else table.index(circuit),
+            observables=encode_observables(observables) if table is None else table.observables(observables),
+            parameter_values=encoded_values,
+            precision=precision,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "pub"
+        raise _invalid(f"{where}: {first['msg']}", "invalid_pub") from None
 
 
 class CircuitTable:
@@ -123,16 +199,30 @@ def encode_sampler_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
 
 
 class BaseClient:
-    """Configuration and request building; the sync and async twins add only I/O."""
+    """Configuration, request building and retry decisions; the sync and async twins add only I/O."""
 
-    def __init__(self, url: str | None = None, api_key: str | None = None) -> None:
+    def __init__(self, url: str | None = None, api_key: str | None = None, retry_s: float = DEFAULT_RETRY_S) -> None:
         url = url or os.environ.get("QFLEET_URL")
         if not url:
-            raise QfleetError("no service URL: pass url= or set QFLEET_URL")
+            raise QfleetError(
+                "no service URL", code="missing_url", hint="pass url= or set QFLEET_URL (`qfleet up` prints it)"
+            )
+        if not url.startswith(("http://", "https://")):
+            raise QfleetError(
+                f"the service URL {url!r} has no http:// or https:// scheme",
+                code="invalid_url",
+                hint=f"write it as http://{url.split('://')[-1]}",
+            )
         self.url = url.rstrip("/")
         self.api_key = api_key or os.environ.get("QFLEET_API_KEY")
         if not self.api_key:
-            raise QfleetError("no API key: pass api_key= or set QFLEET_API_KEY")
+            raise QfleetError(
+                "no API key",
+                code="missing_api_key",
+                hint="pass api_key= or set QFLEET_API_KEY (`qfleet up` prints a dev key)",
+            )
+        self.retry_s = retry_s
+        self._reached = False  # set by the first answer; until then transport errors fail fast
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -150,29 +240,25 @@ class BaseClient:
         noise: bool | None = None,
         primitive: str = "estimator",
     ) -> dict[str, Any]:
-        table = CircuitTable()
+        options = validate_options(
+            precision=precision, shots=shots, seed=seed, gradient=gradient, priority=priority, noise=noise
+        )
+        table = CircuitTable()  # a circuit shared by many PUBs is sent once
         encode = encode_sampler_pub if primitive == "sampler" else encode_pub
         encoded = [encode(p, table) for p in pubs]
+        if not encoded:
+            raise _invalid("no PUBs to run", "invalid_pub", "pass a list of (circuit, observables, values) tuples")
         request = JobRequest(
             backend=backend,
             primitive=primitive,  # type: ignore[arg-type]
             circuits=table.circuits,
             pubs=encoded,
-            options=JobOptions.model_validate(
-                {
-                    "precision": precision,
-                    "shots": shots,
-                    "seed": seed,
-                    "gradient": gradient,
-                    "priority": priority,
-                    "noise": noise,
-                }
-            ),
+            options=options,
         )
         return request.model_dump(mode="json", exclude_none=True)
 
-    @staticmethod
-    def _check(response: httpx.Response) -> Any:
+    def _check(self, response: httpx.Response) -> Any:
+        self._reached = True
         try:
             body = response.json()
         except ValueError:
@@ -180,3 +266,36 @@ class BaseClient:
         if response.is_error:
             raise error_from_response(response.status_code, body, response.headers.get("Retry-After"))
         return body
+
+    def _retry_delay(self, method: str, idempotent: bool, exc: Exception, attempt: int, elapsed: float) -> float | None:
+        """Seconds to wait before trying again, or None to give up and raise.
+
+        GET and DELETE are idempotent; a POST is when it carries an Idempotency-Key.
+        """
+        if isinstance(exc, RateLimitedError):
+            if attempt >= RATE_LIMIT_RETRIES:
+                return None
+            return float(exc.retry_after) if exc.retry_after is not None else _backoff(attempt)
+        if method == "POST" and not idempotent:
+            return None
+        budget = self.retry_s if self._reached else min(FIRST_CONTACT_RETRY_S, self.retry_s)
+        delay = _backoff(attempt)
+        return delay if elapsed + delay <= budget else None
+
+    def _give_up(self, exc: Exception) -> NoReturn:
+        """Raise once retries are spent; httpx's own errors never escape (the message names them)."""
+        if isinstance(exc, httpx.TransportError):
+            raise TransportError(self.url, exc) from None
+        raise exc
+
+    @staticmethod
+    def _wait_timeout(wait: float | None) -> httpx.Timeout | None:
+        """A long-poll is held up to ``wait`` seconds by the service: read for that long and then some."""
+        return None if wait is None else httpx.Timeout(wait + 30.0, connect=5.0)
+
+
+RETRYABLE = (RateLimitedError, ServerError, httpx.TransportError)
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(0.1 * 2.0**attempt, 2.0))

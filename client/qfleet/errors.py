@@ -1,17 +1,24 @@
 """Client-side exceptions.
 
-Every error the client raises derives from :class:`QfleetError`::
+Every error the client raises derives from :class:`QfleetError`, and every one has a
+``code`` (machine-readable) and a ``hint`` (the next step, or None where the message
+already says what to fix)::
 
-    QfleetError
+    QfleetError                   .code, .hint; also missing URL or API key
+    ├── TransportError            no answer from the service at .url (not reachable, connection lost)
     ├── APIError                  any error answer from the service (has .status, .code, .details)
     │   ├── AuthError             401 / 403
     │   ├── NotFoundError         404 (an unknown id, or another tenant's)
     │   ├── RateLimitedError      429 (has .retry_after)
-    │   ├── InvalidRequestError   400 / 413 / 422, also a ValueError
+    │   ├── InvalidRequestError   400 / 413 / 422, or refused by the client before sending
+    │   │                         (.status None); also a ValueError
     │   └── ServerError           5xx
     ├── JobFailedError            the job ran and failed (has .job_id, .code)
     ├── JobCancelledError         the job was cancelled before it finished
     └── JobTimeoutError           result() gave up waiting, also a TimeoutError
+
+``KeyboardInterrupt`` is never wrapped: Ctrl-C in ``result()`` or ``stream()`` (sync, or async
+under ``asyncio.run``) prints one line naming the job and how to cancel it, then propagates.
 """
 
 from __future__ import annotations
@@ -20,17 +27,70 @@ from typing import Any
 
 
 class QfleetError(Exception):
-    """Root of every qfleet client error."""
+    """Root of every qfleet client error: ``code`` says what happened, ``hint`` what to do next."""
+
+    code: str = "qfleet_error"
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message + (f"\nhint: {hint}" if hint else ""))
+        self.message = message
+        if code:
+            self.code = code
+        self.hint = hint
+
+
+class TransportError(QfleetError):
+    """The service did not answer at ``url``: it is not running there, or the connection broke.
+
+    Raised after the client's retries (``retry_s``) are spent; a service never reached is
+    given only about a second, so a wrong URL fails fast. ``code`` is ``service_unreachable``
+    (nothing listens there), ``service_timeout`` or ``connection_lost``.
+    """
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        kind = type(cause).__name__
+        if kind in ("ConnectError", "ConnectTimeout"):
+            code, what = "service_unreachable", "is not reachable at"
+        elif "Timeout" in kind:
+            code, what = "service_timeout", "did not answer in time at"
+        else:
+            code, what = "connection_lost", "lost the connection at"
+        super().__init__(
+            f"the qfleet service {what} {url} ({kind}: {cause})",
+            code=code,
+            hint="check the URL (url= or QFLEET_URL) and that the service runs there: `qfleet up` starts "
+            f"one, and GET {url}/healthz answers when it is up",
+        )
+        self.url = url
+
+
+_HINTS: dict[int, str] = {
+    401: "check the API key (api_key= or QFLEET_API_KEY); an admin creates keys with `qfleet keys create TENANT`",
+    403: "this needs an admin API key",
+    404: "check the id or name; jobs are visible only to their tenant's keys and expire after the result TTL",
+    429: "wait retry_after seconds, or lower the submission rate (the client already waited and retried)",
+}
 
 
 class APIError(QfleetError):
     """The service answered with an error body ``{"error": {code, message, details}}``."""
 
-    def __init__(self, message: str, *, status: int, code: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(f"[{status} {code}] {message}")
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        code: str,
+        details: dict[str, Any] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        if hint is None and status is not None:
+            hint = _HINTS.get(status) or (
+                "the service failed; retry later, and read the API's log if it persists" if status >= 500 else None
+            )
+        QfleetError.__init__(self, f"[{status or 'client'} {code}] {message}", code=code, hint=hint)
         self.message = message
         self.status = status
-        self.code = code
         self.details = details or {}
 
 
@@ -51,7 +111,11 @@ class RateLimitedError(APIError):
 
 
 class InvalidRequestError(APIError, ValueError):
-    """The request was refused as malformed; ``code`` says which rule it broke."""
+    """The request was refused as malformed; ``code`` says which rule it broke.
+
+    ``status`` is None when the client refused it before sending (an option value outside
+    its allowed set, say); ``details`` then names the option and the allowed values.
+    """
 
 
 class ServerError(APIError):
@@ -62,25 +126,37 @@ class JobFailedError(QfleetError):
     """The job ran and failed; ``code`` and the message carry the reason."""
 
     def __init__(self, job_id: str, code: str, message: str) -> None:
-        super().__init__(f"job {job_id} failed [{code}]: {message}")
+        QfleetError.__init__(
+            self,
+            f"job {job_id} failed [{code}]: {message}",
+            code=code,
+            hint="job.status().error keeps the reason; fix the input and submit again "
+            "(an admin sees the task's traceback on the dashboard)",
+        )
         self.job_id = job_id
-        self.code = code
         self.message = message
 
 
 class JobCancelledError(QfleetError):
     """The job was cancelled before it finished."""
 
+    code = "job_cancelled"
+
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id} was cancelled")
+        super().__init__(f"job {job_id} was cancelled", hint="submit the PUBs again for a result")
         self.job_id = job_id
 
 
 class JobTimeoutError(QfleetError, TimeoutError):
     """The job did not finish within the time ``result()`` was given."""
 
+    code = "job_timeout"
+
     def __init__(self, job_id: str, timeout: float) -> None:
-        super().__init__(f"job {job_id} did not finish within {timeout:g} s")
+        super().__init__(
+            f"job {job_id} did not finish within {timeout:g} s",
+            hint="the job keeps running: call result() again to wait longer, or cancel() it",
+        )
         self.job_id = job_id
         self.timeout = timeout
 

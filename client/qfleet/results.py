@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .wire import JobResult as WireJobResult
-from .wire import decode_array
+from .wire import JobResultBody, decode_array
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class JobResult(list[PubResult]):
         self.metadata = metadata
 
     @classmethod
-    def from_wire(cls, payload: WireJobResult) -> JobResult:
+    def from_wire(cls, payload: JobResultBody) -> JobResult:
         items = [
             PubResult(
                 evs=decode_array(r.evs),

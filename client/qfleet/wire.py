@@ -3,6 +3,9 @@
 Numeric arrays travel as :class:`Array` (``dtype``, ``shape`` and base64 of the raw
 little-endian bytes) or, for small inputs, as plain JSON lists. Circuits travel as
 OpenQASM 3 text or base64 QPY. Nothing on the wire is ever pickled.
+
+The descriptions here are the REST reference: they become ``/openapi.json``, which is
+enough to write a client in another language (tests/api/test_openapi_client.py does).
 """
 
 from __future__ import annotations
@@ -19,18 +22,47 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 GradientMethod = Literal["parameter-shift", "adjoint", "auto"]
 DType = Literal["float64", "float32", "int64", "int32", "uint8"]
 Primitive = Literal["estimator", "sampler"]
+Priority = Literal["high", "normal", "low"]
+
+EXAMPLE_QASM = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit[2] q; ry(a) q[0]; cx q[0], q[1];'
+
+PAULI_ORDER = (
+    "Pauli labels follow Qiskit's order: the rightmost character acts on qubit 0, so 'XZ' is Z on "
+    "qubit 0 and X on qubit 1 (little-endian, as `SparsePauliOp('XZ')`). A label has one character per "
+    "qubit of the circuit."
+)
+PARAMETER_ORDER = (
+    "The last axis follows `circuit.parameters`, Qiskit's sorted order: parameters sort by name as plain "
+    "strings (by code point: uppercase before lowercase, 'th10' before 'th2'), except that the elements of a "
+    "`ParameterVector` (QPY circuits) sort by index ('v[2]' before 'v[10]'). An OpenQASM 3 circuit's "
+    "parameters are its `input float[64]` declarations, in that sorted order, not in declaration order."
+)
+BROADCASTING = (
+    "The PUB's shape is the numpy broadcast of the observables' shape and parameter_values.shape[:-1] "
+    "(as Qiskit's EstimatorV2): e.g. observables ['ZZ', 'XI'] (shape (2,)) against values of shape (8, P) "
+    "do not broadcast; send values[:, None, :] (shape (8, 1, P)) for an (8, 2) result, or observables "
+    "[['ZZ'], ['XI']] for a (2, 8) one."
+)
+ARRAY_ENCODING = (
+    "An Array object {dtype, shape, data} with data = base64 of the raw little-endian bytes in C "
+    "(row-major) order, or plain JSON: a number, or nested lists of numbers (rectangular)."
+)
 
 
 class Array(BaseModel):
-    """A numeric array: raw little-endian bytes, base64-encoded."""
+    """A numeric array: ``data`` is base64 of the raw little-endian bytes, C (row-major) order.
+
+    The example is the float64 array [1.0, 2.0]. Results always use this form; requests may
+    send plain JSON lists instead.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"dtype": "float64", "shape": [2], "data": "AAAAAAAA8D8AAAAAAAAAQA=="}]}
     )
 
-    dtype: DType
-    shape: list[int] = Field(description="Array shape; the product must match the data length.")
-    data: str = Field(description="base64 of the raw little-endian bytes, C order.")
+    dtype: DType = Field(description="Element type; the bytes are little-endian whatever the sender's machine.")
+    shape: list[int] = Field(description="Array shape; [] is a scalar. The data holds prod(shape) elements of dtype.")
+    data: str = Field(description="base64 (standard alphabet, padded) of the raw little-endian bytes, C order.")
 
 
 ArrayLike = Array | list[Any] | float | int
@@ -74,20 +106,16 @@ def decode_array(value: ArrayLike | dict[str, Any] | None, dtype: str = "float64
 class Circuit(BaseModel):
     """A circuit as OpenQASM 3 text or base64 QPY."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "format": "qasm3",
-                    "data": 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; '
-                    "qubit[2] q; ry(a) q[0]; cx q[0], q[1];",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"format": "qasm3", "data": EXAMPLE_QASM}]})
 
-    format: Literal["qasm3", "qpy"]
-    data: str = Field(description="OpenQASM 3 source, or base64 of a QPY file holding one circuit.")
+    format: Literal["qasm3", "qpy"] = Field(
+        description="'qasm3': OpenQASM 3 source, parameters declared as `input float[64] name;`. "
+        "'qpy': a Qiskit QPY file (any version the service's Qiskit reads; the Python client writes 13)."
+    )
+    data: str = Field(
+        description="OpenQASM 3 source, or base64 of a QPY file holding one circuit. No measurements, resets "
+        "or control flow (an estimator circuit); Qiskit users call `remove_final_measurements()` first."
+    )
 
 
 class Pub(BaseModel):
@@ -98,11 +126,7 @@ class Pub(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "circuit": {
-                        "format": "qasm3",
-                        "data": 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; '
-                        "qubit[2] q; ry(a) q[0]; cx q[0], q[1];",
-                    },
+                    "circuit": {"format": "qasm3", "data": EXAMPLE_QASM},
                     "observables": [["ZZ"], ["XI"]],
                     "parameter_values": [[0.1], [0.2], [0.3]],
                 }
@@ -115,22 +139,26 @@ class Pub(BaseModel):
     )
     observables: Any = Field(
         default=None,
-        description="Estimator PUBs: a Pauli label ('ZI'), a {label: coeff} dict, or nested lists of them; "
-        "the nesting is the observables' array shape. Sampler PUBs have none.",
+        description="Estimator PUBs: a Pauli label ('ZI'), a {label: real coeff} dict (a sum of Paulis), or "
+        "nested lists of them; the nesting is the observables' array shape. Sampler PUBs have none. " + PAULI_ORDER,
     )
     parameter_values: Array | list[Any] | float | None = Field(
         default=None,
-        description="Shape (..., P): the last axis follows the circuit's parameters in sorted "
-        "(circuit.parameters) order. Broadcast against the observables' shape.",
+        description="Shape (..., P) with P the circuit's number of parameters; omit for a circuit without "
+        "parameters. " + ARRAY_ENCODING + " " + PARAMETER_ORDER + " " + BROADCASTING,
     )
     precision: float | None = Field(
-        default=None, ge=0, allow_inf_nan=False, description="Target standard error; 0 is exact."
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Target standard error of each expectation value; 0 is exact.",
     )
     shots: int | None = Field(default=None, ge=1, description="Sampler PUBs: shots per parameter set.")
 
 
 class JobOptions(BaseModel):
-    """Job options. An unknown key is refused (``option_not_supported``), not ignored."""
+    """Options for the whole job; a backend lists the ones it accepts in ``BackendInfo.options``.
+    An unknown key is refused (``option_not_supported``), not ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -146,9 +174,13 @@ class JobOptions(BaseModel):
     seed: int | None = Field(
         default=None, ge=0, le=2**63 - 1, description="Seed for shot sampling, for reproducible runs."
     )
-    gradient: GradientMethod | None = Field(default=None, description="Also return d(evs)/d(parameters).")
+    gradient: GradientMethod | None = Field(
+        default=None,
+        description="Also return d(evs)/d(parameter_values) in PubResultBody.gradient: 'adjoint' (exact "
+        "simulation only), 'parameter-shift', or 'auto' (adjoint where possible).",
+    )
     noise: bool | None = Field(default=None, description="Device models only: false turns the noise model off.")
-    priority: Literal["high", "normal", "low"] = Field(
+    priority: Priority = Field(
         default="normal",
         description="Queue lane. Jobs of many tasks run one lane lower so small jobs keep a bounded wait.",
     )
@@ -164,11 +196,7 @@ class JobRequest(BaseModel):
                     "backend": "aer",
                     "pubs": [
                         {
-                            "circuit": {
-                                "format": "qasm3",
-                                "data": 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; '
-                                "qubit[2] q; ry(a) q[0]; cx q[0], q[1];",
-                            },
+                            "circuit": {"format": "qasm3", "data": EXAMPLE_QASM},
                             "observables": ["ZZ", "XI"],
                             "parameter_values": [[0.1], [0.2]],
                         }
@@ -187,14 +215,18 @@ class JobRequest(BaseModel):
     circuits: list[Circuit] = Field(
         default_factory=list, description="Circuits that PUBs name by index; a circuit shared by many PUBs goes once."
     )
-    pubs: list[Pub] = Field(min_length=1)
+    pubs: list[Pub] = Field(min_length=1, description="Results come back one per PUB, in this order.")
     options: JobOptions = Field(default_factory=JobOptions)
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a message that says how to fix it, and structured details."""
+
     code: str = Field(description="Machine-readable reason, e.g. 'parameter_count_mismatch'.")
     message: str = Field(description="What is wrong and how to fix it.")
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Structured context, e.g. the PUB index, a limit, the allowed values."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -218,8 +250,10 @@ class ErrorBody(BaseModel):
 
 
 class Progress(BaseModel):
-    tasks_done: int
-    tasks_total: int
+    """How far a job is: the service splits a job into tasks and counts the finished ones."""
+
+    tasks_done: int = Field(description="Tasks finished so far.")
+    tasks_total: int = Field(description="Tasks the job was split into.")
 
 
 class JobInfo(BaseModel):
@@ -242,14 +276,14 @@ class JobInfo(BaseModel):
         }
     )
 
-    id: str
-    status: JobStatus
-    backend: str
+    id: str = Field(description="The job id, e.g. 'j-6f1c2a9d0b3e4f5a'.")
+    status: JobStatus = Field(description="queued, running, then one of the final done, failed, cancelled.")
+    backend: str = Field(description="The backend the job runs on.")
     progress: Progress
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    error: ErrorDetail | None = None
+    created_at: float = Field(description="Submission time, Unix seconds.")
+    started_at: float | None = Field(default=None, description="When the first task started, Unix seconds.")
+    finished_at: float | None = Field(default=None, description="When the job became final, Unix seconds.")
+    error: ErrorDetail | None = Field(default=None, description="Why a failed job failed.")
 
 
 class BitArrayData(BaseModel):
@@ -260,23 +294,34 @@ class BitArrayData(BaseModel):
     bits: Array
 
 
-class PubResult(BaseModel):
-    evs: Array | None = Field(default=None, description="Estimator PUBs: expectation values.")
-    stds: Array | None = Field(default=None, description="Estimator PUBs: their standard errors.")
+class PubResultBody(BaseModel):
+    """One PUB's result; for an estimator PUB ``evs`` and ``stds`` have the PUB's broadcast
+    shape (float64 Arrays); for a sampler PUB ``registers`` hold its samples."""
+
+    evs: Array | None = Field(default=None, description="Estimator PUBs: expectation values, the PUB's shape.")
+    stds: Array | None = Field(default=None, description="Estimator PUBs: standard errors of evs (zeros when exact).")
     registers: dict[str, BitArrayData] | None = Field(
         default=None, description="Sampler PUBs: samples per classical register, by register name."
     )
-    gradient: Array | None = Field(default=None, description="Shape evs.shape + (P,), when asked for.")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    gradient: Array | None = Field(
+        default=None,
+        description="d(evs)/d(parameter_values), shape evs.shape + (P,), the last axis in parameter order; "
+        "present when options.gradient was set.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="shape, shots, precision, num_qubits, mode, and what the engine reports."
+    )
 
 
-class JobResult(BaseModel):
+class JobResultBody(BaseModel):
     """A finished job's results, one per PUB, in request order."""
 
-    id: str
-    status: JobStatus
-    results: list[PubResult]
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    id: str = Field(description="The job id.")
+    status: JobStatus = Field(description="Always 'done' here.")
+    results: list[PubResultBody] = Field(description="One per PUB, in request order.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="backend, tasks, cost_units, queued_s and running_s (seconds)."
+    )
 
 
 class BackendInfo(BaseModel):

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter
-from qfleet.wire import BackendInfo, ErrorBody
+from qfleet.wire import BackendInfo
 
 from ..backends import Backend
 from ..deps import JobsDep, TenantDep
-from ..errors import NotFound
+from ..errors import NotFound, error_responses
 from ..jobs import JobService
 
 router = APIRouter(prefix="/v1/backends", tags=["backends"])
 
 
 def describe(jobs: JobService, backend: Backend) -> BackendInfo:
-    workers = jobs.workers_on(backend.name)
+    status, reason, workers = jobs.backend_status(backend.name)
     depth = jobs.queue_depth(backend.name)
-    status: Literal["online", "paused", "unavailable"]
-    reason: str | None
-    if backend.unavailable:
-        status, reason = "unavailable", backend.unavailable
-    elif backend.name in jobs.store.paused():
-        status, reason = "paused", "paused by an admin"
-    elif not workers:
-        status, reason = "unavailable", "no worker serves this backend"
-    else:
-        status, reason = "online", None
     return BackendInfo(
         name=backend.name,
         description=backend.description,
@@ -61,7 +49,7 @@ def list_backends(jobs: JobsDep, tenant: TenantDep) -> list[BackendInfo]:
     return [describe(jobs, b) for b in jobs.backends.values()]
 
 
-@router.get("/{name}", response_model=BackendInfo, responses={404: {"model": ErrorBody}}, summary="Describe a backend")
+@router.get("/{name}", response_model=BackendInfo, responses=error_responses(404), summary="Describe a backend")
 def get_backend(name: str, jobs: JobsDep, tenant: TenantDep) -> BackendInfo:
     backend = jobs.backends.get(name)
     if backend is None:

@@ -11,24 +11,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from qfleet.wire import TERMINAL_STATUSES, ErrorBody, JobInfo, JobRequest, JobResult
+from qfleet.wire import TERMINAL_STATUSES, JobInfo, JobRequest, JobResultBody
 
 from ..deps import JobsDep, TenantDep
-from ..errors import Conflict, RateLimited
+from ..errors import Conflict, RateLimited, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Bad input: `error.code` says which rule, `error.message` the fix."},
-    401: {"model": ErrorBody, "description": "Missing or unknown API key."},
-    404: {"model": ErrorBody, "description": "No such job for this API key."},
-    413: {"model": ErrorBody, "description": "Body over the size limit."},
-    429: {"model": ErrorBody, "description": "Over the tenant's rate or in-flight limit; see Retry-After."},
-}
 MAX_WAIT_S = 60.0
 
 
-@router.post("", status_code=201, response_model=JobInfo, responses=ERRORS, summary="Submit a job")
+@router.post(
+    "", status_code=201, response_model=JobInfo, responses=error_responses(400, 429, 503), summary="Submit a job"
+)
 async def submit_job(
     body: JobRequest,
     request: Request,
@@ -58,18 +53,17 @@ async def submit_job(
         busy[tenant.name] -= 1
 
 
-@router.get("/{job_id}", response_model=JobInfo, responses=ERRORS, summary="Job status and progress")
+@router.get("/{job_id}", response_model=JobInfo, responses=error_responses(404), summary="Job status and progress")
 def get_job(job_id: str, jobs: JobsDep, tenant: TenantDep) -> JobInfo:
     return jobs.info(job_id, tenant.name)
 
 
 @router.get(
     "/{job_id}/result",
-    response_model=JobResult,
+    response_model=JobResultBody,
     responses={
-        **ERRORS,
+        **error_responses(404, 409),
         202: {"model": JobInfo, "description": "Not finished within `wait`: the job's status; ask again."},
-        409: {"model": ErrorBody, "description": "The job failed or was cancelled; no result."},
     },
     summary="Job result (long-poll)",
 )
@@ -119,8 +113,12 @@ async def get_result(
 @router.get(
     "/{job_id}/events",
     responses={
-        **ERRORS,
-        200: {"content": {"text/event-stream": {}}, "description": "`progress` events, then one final event."},
+        **error_responses(404),
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Events named after the job's status, each with the job's status (JobInfo) as JSON "
+            "data, then one final event; `: keep-alive` comments every 15 s.",
+        },
     },
     summary="Stream job progress (SSE)",
 )
@@ -152,7 +150,7 @@ async def job_events(job_id: str, request: Request, jobs: JobsDep, tenant: Tenan
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.delete("/{job_id}", response_model=JobInfo, responses=ERRORS, summary="Cancel a job")
+@router.delete("/{job_id}", response_model=JobInfo, responses=error_responses(404), summary="Cancel a job")
 def cancel_job(job_id: str, jobs: JobsDep, tenant: TenantDep) -> JobInfo:
     """Cancel a job that is not final: its queued tasks are dropped and late results are
     discarded. Cancelling a final job changes nothing and returns its status."""
