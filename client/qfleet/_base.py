@@ -299,3 +299,55 @@ RETRYABLE = (RateLimitedError, ServerError, httpx.TransportError)
 
 def _backoff(attempt: int) -> float:
     return float(min(0.1 * 2.0**attempt, 2.0))
+
+
+# (wire PUB index, row in it or None) per PUB the caller sent
+Layout = list[tuple[int, int | None]]
+
+
+def group_pubs(pubs: list[Any]) -> tuple[list[Any], Layout | None]:
+    """PUBs ``(circuit, observables, values[, precision 0])`` that share one circuit object,
+    equal observables and one values shape, stacked into one PUB along a new first axis: a
+    training library's thousand one-row PUBs travel, parse, plan and come back as one. Only
+    for exact, unseeded jobs (the caller's to check); None when nothing groups."""
+    groups: dict[Any, list[int]] = {}
+    stacked: list[tuple[Any, Any, np.ndarray] | None] = []
+    for i, pub in enumerate(pubs):
+        stacked.append(None)
+        if not isinstance(pub, tuple) or not 3 <= len(pub) <= 4 or (len(pub) == 4 and pub[3]):
+            continue
+        circuit, observables, values = pub[:3]
+        if values is None or isinstance(circuit, str) or not getattr(circuit, "num_parameters", 0):
+            continue
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue  # encode_pub says what is wrong
+        if arr.ndim == 0 or arr.shape[-1] != circuit.num_parameters:
+            continue
+        stacked[i] = (circuit, observables, arr)
+        key = (id(circuit), repr(observables), arr.shape)
+        groups.setdefault(key, []).append(i)
+    if not any(len(members) > 1 for members in groups.values()):
+        return pubs, None
+    wire: list[Any] = []
+    layout: Layout = [(-1, None)] * len(pubs)
+    placed: set[int] = set()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        circuit, observables, first = stacked[members[0]]  # type: ignore[misc]
+        obs_dims = np.asarray(encode_observables(observables), dtype=object).ndim
+        par_dims = first.ndim - 1
+        values = np.stack([stacked[m][2] for m in members])  # type: ignore[index]
+        # a new leading axis that the observables do not broadcast into: (N, 1.., S, P)
+        values = values.reshape((len(members),) + (1,) * max(0, obs_dims - par_dims) + first.shape)
+        for row, m in enumerate(members):
+            layout[m] = (len(wire), row)
+            placed.add(m)
+        wire.append((circuit, observables, values))
+    for i, pub in enumerate(pubs):
+        if i not in placed:
+            layout[i] = (len(wire), None)
+            wire.append(pub)
+    return wire, layout

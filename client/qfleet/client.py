@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient, parse
+from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient, group_pubs, parse
 from ._jobs import AsyncJob, Job
 from .wire import BackendInfo, JobInfo
 
@@ -109,6 +109,7 @@ class Client(BaseClient):
 
         Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
         """
+        pubs, layout = _stacked(pubs, precision, shots, seed)
         body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
         info = parse(
             JobInfo,
@@ -116,7 +117,9 @@ class Client(BaseClient):
                 "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
             ),
         )
-        return Job(self, info.id, cancel_on_error)
+        job = Job(self, info.id, cancel_on_error)
+        job.layout = layout
+        return job
 
     def sample(
         self,
@@ -220,6 +223,7 @@ class AsyncClient(BaseClient):
         cancel_on_error: bool = False,
     ) -> AsyncJob:
         """Submit PUBs; returns an :class:`AsyncJob`. See :meth:`Client.estimate`."""
+        pubs, layout = _stacked(pubs, precision, shots, seed)
         body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
         info = parse(
             JobInfo,
@@ -227,7 +231,9 @@ class AsyncClient(BaseClient):
                 "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
             ),
         )
-        return AsyncJob(self, info.id, cancel_on_error)
+        job = AsyncJob(self, info.id, cancel_on_error)
+        job.layout = layout
+        return job
 
     async def sample(
         self,
@@ -258,3 +264,13 @@ class AsyncClient(BaseClient):
 
     async def backend(self, name: str) -> BackendInfo:
         return parse(BackendInfo, await self._request("GET", f"/v1/backends/{name}"))
+
+
+def _stacked(pubs: Iterable[Any], precision: float | None, shots: int | None, seed: int | None) -> tuple[Any, Any]:
+    """Exact, unseeded jobs send PUBs that share a circuit, observables and values shape as one
+    stacked PUB (see ``_base.group_pubs``); the job hands back one result per PUB sent. Shot-based
+    or seeded jobs go as they are: there each PUB keeps seeds of its own."""
+    pubs = list(pubs)
+    if precision or shots or seed is not None:
+        return pubs, None
+    return group_pubs(pubs)

@@ -45,3 +45,25 @@ class JobResult(list[PubResult]):
             for r in payload.results
         ]
         return cls(payload.id, items, payload.metadata)
+
+
+def ungroup(result: JobResult, layout: list[tuple[int, int | None]] | None) -> JobResult:
+    """The results of PUBs that travelled stacked (``_base.group_pubs``), one per PUB sent."""
+    if layout is None:
+        return result
+    items = []
+    for w, row in layout:
+        r = result[w]
+        if row is None:
+            items.append(r)
+            continue
+        evs = r.evs[row]
+        items.append(
+            PubResult(
+                evs=evs,
+                stds=r.stds[row],
+                gradient=None if r.gradient is None else r.gradient[row],
+                metadata={**r.metadata, "shape": list(evs.shape)},
+            )
+        )
+    return JobResult(result.job_id, items, result.metadata)

@@ -71,3 +71,33 @@ def test_requests_send_shared_circuits_once_and_keep_empty_shapes() -> None:
         BaseClient._job_request([(qc, None, 10)], "aer", None, None, None, None, primitive="sampler")
     )
     assert sampler.primitive == "sampler" and sampler.pubs[0].shots == 10 and sampler.pubs[0].observables is None
+
+
+def test_pubs_sharing_circuit_observables_and_shape_travel_stacked() -> None:
+    from qfleet._base import group_pubs
+    from qfleet.results import JobResult, PubResult, ungroup
+    from qiskit.circuit import Parameter
+
+    theta = Parameter("t")
+    qc = QuantumCircuit(2)
+    qc.ry(theta, 0)
+    other = QuantumCircuit(2)
+    other.rx(theta, 1)
+    rows = np.arange(6, dtype=float).reshape(6, 1)
+    pubs = [(qc, ["ZI", "IZ"], rows[k]) for k in range(4)] + [(other, "ZZ", rows[4]), (qc, ["ZI", "IZ"], rows[5])]
+    wire, layout = group_pubs(pubs)
+    assert layout is not None and len(wire) == 2
+    circuit, obs, values = wire[0]
+    assert circuit is qc and values.shape == (5, 1, 1) and np.array_equal(values[:, 0, 0], [0, 1, 2, 3, 5])
+    assert layout == [(0, 0), (0, 1), (0, 2), (0, 3), (1, None), (0, 4)]
+    # what the service answers for the stacked PUB: shape (5,) + the observables' (2,)
+    evs = np.arange(10.0).reshape(5, 2)
+    stacked = JobResult(
+        "j", [PubResult(evs, evs * 0, None, {"shape": [5, 2]}), PubResult(np.ones(()), np.zeros(()))], {}
+    )
+    back = ungroup(stacked, layout)
+    assert [r.evs.tolist() for r in back] == [[0, 1], [2, 3], [4, 5], [6, 7], 1.0, [8, 9]]
+    assert back[0].metadata["shape"] == [2]
+    # observables of more axes than the values: the new axis stays in front
+    wire, _ = group_pubs([(qc, [["ZI"], ["IZ"]], rows[k]) for k in range(3)])
+    assert wire[0][2].shape == (3, 1, 1, 1) and np.broadcast_shapes((2, 1), wire[0][2].shape[:-1]) == (3, 2, 1)
