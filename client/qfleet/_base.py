@@ -312,6 +312,7 @@ def group_pubs(pubs: list[Any]) -> tuple[list[Any], Layout | None]:
     for exact, unseeded jobs (the caller's to check); None when nothing groups."""
     groups: dict[Any, list[int]] = {}
     stacked: list[tuple[Any, Any, np.ndarray] | None] = []
+    obs_keys: dict[int, tuple[Any, str]] = {}  # the object kept alive: ids stay unique
     for i, pub in enumerate(pubs):
         stacked.append(None)
         if not isinstance(pub, tuple) or not 3 <= len(pub) <= 4 or (len(pub) == 4 and pub[3]):
@@ -326,7 +327,9 @@ def group_pubs(pubs: list[Any]) -> tuple[list[Any], Layout | None]:
         if arr.ndim == 0 or arr.shape[-1] != circuit.num_parameters:
             continue
         stacked[i] = (circuit, observables, arr)
-        key = (id(circuit), repr(observables), arr.shape)
+        if id(observables) not in obs_keys:  # one repr per object: a shared list is common
+            obs_keys[id(observables)] = (observables, repr(observables))
+        key = (id(circuit), obs_keys[id(observables)][1], arr.shape)
         groups.setdefault(key, []).append(i)
     if not any(len(members) > 1 for members in groups.values()):
         return pubs, None
