@@ -123,3 +123,32 @@ def test_refusals_are_4xx_with_a_code(client: Client) -> None:
     with pytest.raises(InvalidRequestError) as exc:
         client.estimate([(qc, "Z")])
     assert exc.value.code == "unsupported_instruction" and "sampler" in exc.value.message
+
+
+def test_rest_sampler_bad_inputs_get_4xx(stack: object) -> None:
+    import httpx
+
+    qasm = 'OPENQASM 3.0; include "stdgates.inc"; bit[1] c; qubit[1] q; h q[0]; c[0] = measure q[0];'
+    good = {"circuit": {"format": "qasm3", "data": qasm}}
+    cases = [
+        ({"primitive": "sampler", "pubs": [{**good, "observables": "Z"}]}, "invalid_pub"),
+        ({"primitive": "sampler", "pubs": [{"circuit": 3}]}, "invalid_circuit"),
+        ({"primitive": "sampler", "circuits": [good["circuit"]], "pubs": [{"circuit": -1}]}, "invalid_circuit"),
+        ({"primitive": "sampler", "pubs": [{**good, "parameter_values": [[0.1]]}]}, "parameter_count_mismatch"),
+        ({"primitive": "sampler", "pubs": [{**good, "shots": 10**9}]}, "too_many_shots"),
+        ({"primitive": "sampler", "backend": "lightning", "pubs": [good]}, "option_not_supported"),
+        ({"pubs": [{"circuit": {"format": "qasm3", "data": "OPENQASM 3.0; qubit[1] q;"}}]}, "invalid_observable"),
+        ({"primitive": "estimator", "pubs": [{**good, "observables": "Z"}]}, "unsupported_instruction"),
+    ]
+    headers = {"Authorization": f"Bearer {stack.api_key}"}  # type: ignore[attr-defined]
+    for body, code in cases:
+        answer = httpx.post(f"{stack.url}/v1/jobs", json=body, headers=headers, timeout=30)  # type: ignore[attr-defined]
+        assert 400 <= answer.status_code < 500, (body, answer.text)
+        assert answer.json()["error"]["code"] == code, (body, answer.text)
+    ok = httpx.post(
+        f"{stack.url}/v1/jobs",  # type: ignore[attr-defined]
+        json={"primitive": "sampler", "circuits": [good["circuit"]], "pubs": [{"circuit": 0, "shots": 50}]},
+        headers=headers,
+        timeout=30,
+    )
+    assert ok.status_code in (200, 201, 202), ok.text
