@@ -199,6 +199,8 @@ def price_job(pubs: list[ParsedPub], device: bool = False, noise: bool = True) -
         # stored slices: a product row holds every observable, even where the broadcast needs fewer
         values = len(pub.observables) * len(pub.values) if mode == "product" else pub.size
         price.result_bytes += values * 8 * (2 + (pub.num_parameters if pub.gradient else 0))
+        if pub.primitive == "sampler":  # shots of packed clbits per register (at most the memory, per register)
+            price.result_bytes += rows * pub.shots * sum((len(b) + 7) // 8 for _, b in pub.info.registers)
         observables = sum(len(o) * (len(next(iter(o), "")) + 28) + 3 for o in pub.observables)
         pairs = 16 * pub.size if mode == "zip" else 0
         price.payload_bytes += len(pub.qpy) + pub.values.nbytes + observables + pairs
