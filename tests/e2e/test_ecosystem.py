@@ -194,3 +194,16 @@ def test_sampler_qnn_at_batch_64_matches_aer_statistically(client: Client) -> No
     (_, grad), (_, aer_grad) = ours.backward(inputs, weights), aer.backward(inputs, weights)
     assert grad.shape == aer_grad.shape == (64, 2, 6)  # type: ignore[union-attr]
     assert np.max(np.abs(grad - aer_grad)) < 6 * sigma * 2  # type: ignore[operator]
+
+
+def test_a_circuit_wider_than_the_device_runs_on_its_used_qubits(client: Client) -> None:
+    from qiskit import QuantumCircuit
+
+    wide = QuantumCircuit(127)
+    wide.ry(0.9, 40)
+    wide.cx(40, 100)
+    label = ["I"] * 127
+    label[126 - 100] = "Z"
+    result = client.estimate([(wide, "".join(label))], backend="wukong72", shots=4000, noise=False, seed=1)
+    evs = result.result(timeout=300)[0]
+    assert abs(float(evs.evs) - np.cos(0.9)) < 5 * float(evs.stds) + 1e-9
