@@ -19,6 +19,7 @@ from .settings import Settings, TenantLimits
 from .store import LANES, Store
 
 _OPTIONS = ("shots", "seed", "noise", "precision")
+DEVICE_SLICE_FACTOR = 10.0
 
 
 class Admission:
@@ -112,7 +113,8 @@ class Admission:
                 result_bytes=price.result_bytes,
                 limit=limits.max_result_bytes,
             )
-        max_circuit_s = limits.max_circuit_seconds
+        # A device runs one batch at a time and its circuits are slower: its bound is wider.
+        max_circuit_s = limits.max_circuit_seconds * (DEVICE_SLICE_FACTOR if backend.is_device else 1.0)
         if price.max_row_seconds > max_circuit_s:
             raise InvalidRequest(
                 f"one circuit run is estimated at {price.max_row_seconds:.3g} s on '{backend.name}'; the limit is "
