@@ -152,3 +152,16 @@ def test_rest_sampler_bad_inputs_get_4xx(stack: object) -> None:
         timeout=30,
     )
     assert ok.status_code in (200, 201, 202), ok.text
+
+
+def test_the_admin_page_of_a_sampler_job_answers(client: Client, stack: object) -> None:
+    import httpx
+
+    qc = QuantumCircuit(1, 1)
+    qc.h(0)
+    qc.measure(0, 0)
+    job = client.sample([qc], shots=20)
+    job.result(timeout=60)
+    headers = {"Authorization": f"Bearer {stack.api_key}"}  # type: ignore[attr-defined]
+    page = httpx.get(f"{stack.url}/admin/jobs/{job.id}", headers=headers, timeout=30)  # type: ignore[attr-defined]
+    assert page.status_code == 200 and job.id in page.text
