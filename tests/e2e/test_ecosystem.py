@@ -207,3 +207,20 @@ def test_a_circuit_wider_than_the_device_runs_on_its_used_qubits(client: Client)
     result = client.estimate([(wide, "".join(label))], backend="wukong72", shots=4000, noise=False, seed=1)
     evs = result.result(timeout=300)[0]
     assert abs(float(evs.evs) - np.cos(0.9)) < 5 * float(evs.stds) + 1e-9
+
+
+def test_a_hundred_thousand_pubs_sharing_a_circuit_cost_about_one_pub(client: Client) -> None:
+    import time
+
+    qc, x, w = encoder_ansatz(3)
+    values = np.random.default_rng().uniform(0, np.pi, (100_000, qc.num_parameters))
+    t0 = time.perf_counter()
+    one = client.estimate([(qc, [["ZII"], ["IXI"]], values)]).result(timeout=600)[0].evs
+    one_s = time.perf_counter() - t0
+    obs = ["ZII", "IXI"]
+    t0 = time.perf_counter()
+    many = client.estimate([(qc, obs, row) for row in values]).result(timeout=600)
+    many_s = time.perf_counter() - t0
+    assert len(many) == 100_000 and many[7].evs.shape == (2,)
+    np.testing.assert_allclose(np.stack([r.evs for r in many], axis=1), one, atol=1e-12)
+    assert many_s < 4 * one_s + 5.0, (many_s, one_s)  # generous: a shared 2-core machine
