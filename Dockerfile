@@ -8,5 +8,4 @@ COPY examples ./examples
 COPY bench ./bench
 RUN pip install --no-cache-dir ./client ".[qpu]" && useradd -r qfleet
 USER qfleet
-ENV QFLEET_REDIS_URL=redis://redis:6379/0
 CMD ["qfleet", "api", "--host", "0.0.0.0", "--port", "8000"]

@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,6 +218,40 @@ def small_jobs(client: Client, count: int) -> dict[str, Any]:
     }
 
 
+def noop() -> None:
+    """The RQ peer's job: nothing, so its round trip is the queue's own cost."""
+
+
+def rq_round_trip(redis_url: str, count: int) -> tuple[float, float]:
+    """p50 and p99 seconds of RQ's own no-op job round trip (enqueue → finished) with a warm
+    non-forking SimpleWorker on the same Redis: the floor qfleet's small-job path is built on."""
+    from redis import Redis
+    from rq import Queue
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "rq.cli", "worker", "-u", redis_url, "-w", "rq.worker.SimpleWorker", "-S", "json"]
+        + ["-q", "bench-noop"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        from rq.serializers import JSONSerializer
+
+        queue = Queue("bench-noop", connection=Redis.from_url(redis_url), serializer=JSONSerializer)
+        lat = []
+        for i in range(count + 10):
+            t0 = time.perf_counter()
+            job = queue.enqueue("bench.run.noop")
+            if job.latest_result(timeout=30) is None:
+                raise RuntimeError("the RQ peer worker did not answer")
+            if i >= 10:  # the first ones warm the worker
+                lat.append(time.perf_counter() - t0)
+        return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    finally:
+        worker.terminate()
+        worker.wait(10)
+
+
 def naive_vs_batched(client: Client, B: int) -> dict[str, Any]:
     circuit = training_ansatz(4)
     values = np.random.default_rng(1).uniform(0, 2 * np.pi, (B, circuit.num_parameters))
@@ -290,7 +326,9 @@ def table(results: dict[str, Any]) -> str:
         )
     s = results["small_jobs"]
     rows.append(
-        f"| {s['work']} | {s['direct_aer_ms']:.2f} ms | | p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms | | p50 ≤10 ms, p99 ≤20 ms |"
+        f"| {s['work']} | {s['direct_aer_ms']:.2f} ms (RQ no-op round trip: p50 {s['rq_p50_ms']:.1f} ms, p99 {s['rq_p99_ms']:.1f} ms) "
+        f"| | p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms | p50 {s['p50_ms'] / s['rq_p50_ms']:.2f}×, "
+        f"p99 {s['p99_ms'] / s['rq_p99_ms']:.2f}× RQ's | p50 ≤1.5×, p99 ≤2× RQ's |"
     )
     t = results["throughput"]
     rows.append(
@@ -363,6 +401,8 @@ def main() -> None:
             ),
         ]
         results["small_jobs"] = small_jobs(client, 100 if args.quick else 400)
+        rq_p50, rq_p99 = rq_round_trip(stack.redis_url or "", 100 if args.quick else 400)
+        results["small_jobs"].update(rq_p50_ms=1000 * rq_p50, rq_p99_ms=1000 * rq_p99)
         results["naive"] = naive_vs_batched(client, 256)
         results["many_pubs"] = many_pubs(client, 8, 2048, repeats)
         results["sampler"] = sampler(client, 12, 256, 1024, repeats)

@@ -1,13 +1,17 @@
-"""The ``qfleet`` command: ``up``, ``worker``, ``api``, ``keys`` and ``demo``."""
+"""The ``qfleet`` command: ``up``, ``worker``, ``api``, ``keys``, ``health`` and ``demo``."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shlex
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
@@ -45,6 +49,85 @@ def _start_stack(host: str, port: int, workers: int) -> Stack:
         raise typer.Exit(1) from None
 
 
+def state_path() -> Path:
+    """Where ``qfleet up`` records its stack for this user: ``$XDG_STATE_HOME/qfleet/stack.json``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "qfleet" / "stack.json"
+
+
+def write_state(record: dict[str, Any]) -> Path:
+    """Write the record readable by this user only (it holds the Redis password and an admin key)."""
+    path = state_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+    return path
+
+
+def read_state() -> dict[str, Any] | None:
+    try:
+        record = json.loads(state_path().read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def masked(url: str) -> str:
+    """A Redis URL with its password hidden, for messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"qfleet: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cli_settings() -> Settings:
+    """Settings for ``keys``, ``worker`` and ``api``: QFLEET_REDIS_URL when set, else the stack that
+    ``qfleet up`` recorded; Redis must answer. Anything missing exits with one line saying what to set."""
+    from pydantic import ValidationError
+
+    hint = "set QFLEET_REDIS_URL=redis://:PASSWORD@HOST:PORT/0 (or start a local stack with `qfleet up`)"
+    try:
+        if os.environ.get("QFLEET_REDIS_URL") or os.environ.get("QFLEET_REDIS_SENTINELS"):
+            settings = Settings()
+        else:
+            state = read_state()
+            if state is None or not state.get("redis_url"):
+                raise _fail(
+                    f"no Redis to use: QFLEET_REDIS_URL is unset and no stack is recorded in {state_path()}; {hint}"
+                )
+            if not _alive(int(state.get("pid", 0))):
+                raise _fail(f"the stack recorded in {state_path()} (pid {state.get('pid')}) is not running; {hint}")
+            settings = Settings(redis_url=state["redis_url"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _fail(f"bad setting {'.'.join(str(p) for p in first['loc']) or ''}: {first['msg']}") from None
+    try:
+        connect(settings).ping()
+    except Exception as exc:
+        where = settings.redis_sentinels or masked(settings.redis_url)
+        raise _fail(f"cannot reach Redis at {where} ({type(exc).__name__}: {exc}); {hint}") from None
+    return settings
+
+
 @cli.command()
 def up(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
@@ -52,22 +135,39 @@ def up(
     workers: Annotated[int, typer.Option(help="Number of warm worker processes.")] = 2,
 ) -> None:
     """Start Redis (unless QFLEET_REDIS_URL is set), the API and N workers in the foreground.
-    Ctrl-C or SIGTERM stops all of it."""
+    A child that dies is started again (with backoff); Ctrl-C or SIGTERM stops all of it."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stack = _start_stack(host=host, port=port, workers=workers)
-    typer.echo(f"qfleet is up at {stack.url} with {workers} workers (redis {stack.redis_url}, logs {stack.log_dir})")
+    stack.say = lambda line: typer.echo(line, err=True)
+    assert stack.redis_url
+    path = write_state(
+        {
+            "pid": os.getpid(),
+            "url": stack.url,
+            "redis_url": stack.redis_url,
+            "api_key": stack.api_key,
+            "log_dir": str(stack.log_dir),
+        }
+    )
+    typer.echo(
+        f"qfleet is up at {stack.url} with {workers} workers (redis {masked(stack.redis_url)}, logs {stack.log_dir})"
+    )
     typer.echo(f"dev API key: {stack.api_key}")
+    typer.echo(f"# for other shells (`qfleet keys` and `qfleet worker` read {path} themselves):")
+    typer.echo(f"export QFLEET_URL={shlex.quote(stack.url)}")
+    typer.echo(f"export QFLEET_API_KEY={shlex.quote(stack.api_key)}")
+    typer.echo(f"export QFLEET_REDIS_URL={shlex.quote(stack.redis_url)}", nl=True)
+    sys.stdout.flush()
     try:
         while not stop.wait(0.5):
-            dead = [n for n, p in stack.procs.items() if p.poll() is not None]
-            if dead:
-                typer.echo(f"qfleet: {', '.join(dead)} exited; stopping (logs in {stack.log_dir})", err=True)
-                break
+            stack.heal()
     except KeyboardInterrupt:
         pass
     finally:
         stack.stop()
+        if (read_state() or {}).get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
         typer.echo("qfleet stopped")
 
 
@@ -80,14 +180,28 @@ def worker(
     burst: Annotated[bool, typer.Option(help="Exit when the queues are empty.")] = False,
     verbose: bool = False,
 ) -> None:
-    """Run one warm worker (needs QFLEET_REDIS_URL)."""
+    """Run one warm worker on QFLEET_REDIS_URL (or the stack `qfleet up` recorded)."""
     from worker.main import run_worker
 
     from .logs import configure
 
-    settings = Settings()
+    settings = cli_settings()
     configure(settings.log_json, "DEBUG" if verbose else settings.log_level)
     run_worker(settings, backend or None, burst=burst, name=name)
+
+
+@cli.command()
+def health(
+    max_age: Annotated[float, typer.Option(help="Seconds since an idle worker's last heartbeat.")] = 60.0,
+) -> None:
+    """Exit 0 when a worker of this host (container) is alive: registered, running, heartbeating or
+    holding a live lease. Compose runs it as each worker container's healthcheck."""
+    from worker.main import local_worker_problem
+
+    problem = local_worker_problem(cli_settings(), max_age)
+    if problem:
+        raise _fail(problem)
+    typer.echo("ok")
 
 
 @cli.command()
@@ -95,14 +209,15 @@ def api(
     port: Annotated[int, typer.Option()] = 8000,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
 ) -> None:
-    """Run only the API (needs QFLEET_REDIS_URL)."""
+    """Run only the API on QFLEET_REDIS_URL (or the stack `qfleet up` recorded)."""
     import uvicorn
 
+    os.environ["QFLEET_REDIS_URL"] = cli_settings().redis_url  # the factory reads the environment
     uvicorn.run("service.cli:app_from_env", factory=True, host=host, port=port, log_level="warning")
 
 
 def _store() -> Store:
-    settings = Settings()
+    settings = cli_settings()
     return Store(connect(settings), settings.key_prefix)
 
 

@@ -95,10 +95,22 @@ class JobService:
             if existing is not None:
                 return self.info(existing, tenant)
         queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
-        created = self.store.create_job(
-            job_id, tenant, backend.name, plan.spec, plan.data, len(plan.tasks), queue_name, shots=price.shots
-        )
-        queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)))
+        # the job and its tasks land in one transaction: a crash (API or Redis) between the two
+        # would leave a job that a retried submission (same Idempotency-Key) finds but nothing runs
+        with self.store.transaction() as pipe:
+            created = self.store.create_job(
+                job_id,
+                tenant,
+                backend.name,
+                plan.spec,
+                plan.data,
+                len(plan.tasks),
+                queue_name,
+                shots=price.shots,
+                pipe=pipe,
+            )
+            queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)), pipe=pipe)
+            pipe.execute()
         log.info(
             "job submitted",
             extra={"job_id": job_id, "tenant": tenant, "backend": backend.name, "tasks": len(plan.tasks)},
@@ -112,14 +124,18 @@ class JobService:
         )
 
     def reap(self) -> int:
-        """Re-queue tasks whose worker stopped renewing their lease (killed, lost); returns how many."""
+        """Re-queue tasks whose worker stopped renewing their lease (killed, stopped, lost); returns how many.
+
+        A lease is taken in the same step that pops a task off its queue, so this covers a
+        worker that dies at any instant after the pop, before the task even starts."""
         count = 0
-        for job_id, task in self.store.expired_leases():
-            if not self.store.claim_expired(job_id, task):
+        for lease in self.store.expired_leases():
+            if not self.store.claim_expired(lease):
                 continue  # another API process took it
+            job_id, task = self.store.lease_task(lease)
             record = self.store.job(job_id)
-            if record is None or record["status"] in TERMINAL_STATUSES:
-                continue
+            if record is None or record["status"] in TERMINAL_STATUSES or self.store.task_done(job_id, task):
+                continue  # finished, or its worker died after storing the result
             attempt = self.store.bump_attempts(job_id, task)
             if attempt > self.settings.task_retries:
                 message = f"task {task} lost its worker {attempt} times; giving up"

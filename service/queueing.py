@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from rq import Queue, SimpleWorker, Worker
 from rq.command import send_shutdown_command
-from rq.exceptions import AbandonedJobError
+from rq.exceptions import AbandonedJobError, DequeueTimeout
 from rq.job import Callback, Retry
 from rq.job import Job as RQJob
 from rq.registry import FailedJobRegistry
@@ -54,13 +54,18 @@ def enqueue(
     tasks: Iterable[int],
     reason: Reason = "first",
     attempt: int = 0,
+    pipe: Any = None,
 ) -> None:
-    """Put tasks of a job on a lane queue; ``reason`` keeps RQ job ids unique when a task is queued again."""
+    """Put tasks of a job on a lane queue; ``reason`` keeps RQ job ids unique when a task is queued again.
+    Within ``pipe`` (a transaction the caller executes) if given, else in one of its own."""
     # 1 s, then 2 s between tries (RQ's scheduler wakes once a second, so finer steps would not hold)
     retry = Retry(max=settings.task_retries, interval=[1, 2]) if settings.task_retries else None
     suffix = _suffix(reason, attempt)
     queue = _queue(store, queue_name)
-    with store.redis.pipeline() as pipe:
+    tasks = list(tasks)
+    own = pipe is None
+    pipe = store.redis.pipeline() if own else pipe
+    try:
         queue.enqueue_many(
             [
                 Queue.prepare_data(
@@ -77,7 +82,12 @@ def enqueue(
             ],
             pipeline=pipe,
         )
-        pipe.execute()
+        store.ring(pipe, queue_name, len(tasks))  # wakes idle workers (see LeasingQueue)
+        if own:
+            pipe.execute()
+    finally:
+        if own:
+            pipe.reset()
 
 
 def remove(store: Store, queue_name: str, job_id: str, tasks: Iterable[int]) -> None:
@@ -105,14 +115,84 @@ def is_abandoned(exc_type: Any) -> bool:
     return exc_type is not None and issubclass(exc_type, AbandonedJobError)
 
 
-def make_worker(store: Store, backends: list[str], name: str | None = None) -> SimpleWorker:
-    """A warm, non-forking RQ worker on the backends' lane queues, high lane first."""
-    queues = [_queue(store, store.keys.queue(b, lane)) for lane in LANES for b in backends]
-    # Short maintenance and TTL so RQ's own recovery (tasks stuck between dequeue and start, when
-    # a worker dies in that window, which our leases cannot see) runs within a minute or two.
+class LeaseHolder(Protocol):
+    """Where a worker keeps the lease of the task it holds (the Runner); renewed while set."""
+
+    lease: str | None
+
+
+class LeasingQueue(Queue):
+    """RQ's queue, but a worker takes a task and its lease in one Redis script (Store.take_task).
+
+    RQ's own BLPOP leaves a popped task in no list and no registry until the worker records it
+    (and RQ's abandoned-job check for a non-forking worker waits out the task timeout): a worker
+    killed in between lost the task. Idle workers block on the queues' bells instead, and look
+    again at least once a second for tasks RQ itself re-queued (retries)."""
+
+    store: Store
+    holder: LeaseHolder
+    holder_name: str
+    lease_s: float
+
+    @classmethod
+    def dequeue_any(  # type: ignore[override]
+        cls,
+        queues: list[Queue],
+        timeout: int | None,
+        connection: Any = None,
+        job_class: Any = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[RQJob, Queue] | None:
+        # a lease left by a take that never reached the task function is left to lapse (and be reaped)
+        cls.holder.lease = None
+        keys, names = [q.key for q in queues], [q.name for q in queues]
+        while True:
+            taken = cls.store.take_task(keys, names, cls.holder_name, cls.lease_s)
+            if taken is None:
+                if timeout is None:
+                    return None
+                if not cls.store.wait_bell(names, min(timeout, 1)):
+                    raise DequeueTimeout(timeout, keys)
+                continue
+            queue_key, rq_id, cls.holder.lease = taken
+            queue = next(q for q in queues if q.key == queue_key)
+            rq_job = queue.fetch_job(rq_id)
+            if rq_job is not None:
+                return rq_job, queue
+            cls.store.drop_lease(cls.holder.lease)  # deleted while queued (expired): nothing to run
+            cls.holder.lease = None
+
+
+def make_worker(
+    store: Store, backends: list[str], name: str, holder: LeaseHolder | None = None, lease_s: float = 5.0
+) -> SimpleWorker:
+    """A warm, non-forking RQ worker on the backends' lane queues, high lane first. With a
+    ``holder``, each task is leased as it is taken (LeasingQueue), under the worker's name."""
+    queue_class: type[Queue] = Queue
+    if holder is not None:
+        queue_class = type(
+            "LeasingQueue", (LeasingQueue,), {"store": store, "holder": holder, "holder_name": name, "lease_s": lease_s}
+        )
+    queues = [
+        queue_class(store.keys.queue(b, lane), connection=store.redis, serializer=JSONSerializer)
+        for lane in LANES
+        for b in backends
+    ]
     return SimpleWorker(
-        queues, connection=store.redis, serializer=JSONSerializer, name=name, maintenance_interval=15, worker_ttl=45
+        queues,
+        connection=store.redis,
+        serializer=JSONSerializer,
+        name=name,
+        queue_class=queue_class,
+        maintenance_interval=15,
+        worker_ttl=45,
     )
+
+
+def local_workers(store: Store, host: str) -> list[Any]:
+    """Workers registered from this host (container)."""
+    return [w for w in Worker.all(connection=store.redis) if w.hostname == host]
 
 
 def stop_requested(worker: SimpleWorker) -> bool:

@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from redis import Redis
 
@@ -47,6 +48,8 @@ return tostring(wait)
 _COMPLETE_TASK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'cancelled' or status == 'failed' or not status then return -1 end
+-- a late duplicate (a worker stopped past its lease) never rewrites a slice already counted
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 local added = redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
@@ -73,6 +76,23 @@ if n >= tonumber(redis.call('HGET', KEYS[1], 'tasks_total')) and status ~= 'done
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' progress')
 return 1
+"""
+
+# Takes the first task of the first non-empty queue and leases it in the same step, so a
+# worker killed at any instant leaves each task either queued or leased, never neither.
+# KEYS: leases, then n queues, then their n bells; ARGV: lease deadline, holder, n.
+_TAKE = """
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local id = redis.call('LPOP', KEYS[1 + i])
+  if id then
+    redis.call('LPOP', KEYS[1 + n + i])
+    redis.call('ZADD', KEYS[1], ARGV[1], id .. '|' .. ARGV[2])
+    return {KEYS[1 + i], id}
+  end
+end
+for i = 1, n do redis.call('DEL', KEYS[1 + n + i]) end
+return false
 """
 
 # A failed job whose failed tasks an admin re-queues runs again; its done tasks stay done.
@@ -220,8 +240,12 @@ class Keys:
 
     @property
     def leases(self) -> str:
-        """Sorted set of running tasks ``job|task``, scored by the time their lease runs out."""
+        """Sorted set of taken tasks ``{rq job id}|{worker}``, scored by the time their lease runs out."""
         return f"{self.p}:leases"
+
+    def bell(self, queue_name: str) -> str:
+        """A list of tokens, one per task put on a queue: idle workers block on it, not on the queue."""
+        return f"{self.p}:bell:{queue_name}"
 
     def tenant_inflight(self, tenant: str) -> str:
         return f"{self.p}:tenant:{tenant}:inflight"
@@ -237,6 +261,12 @@ class Keys:
 
     def rq_job_id(self, job_id: str, task: int) -> str:
         return f"{job_id}_t{task}"
+
+    @staticmethod
+    def task_of(rq_job_id: str) -> tuple[str, int]:
+        """(job id, task) of an RQ job id made by :meth:`rq_job_id`, with or without a re-queue suffix."""
+        job_id, _, rest = rq_job_id.rpartition("_t")
+        return job_id, int(rest.split("_", 1)[0])
 
     def rq_job_prefix(self, job_id: str) -> str:
         """What every RQ job id of this job's tasks starts with, whatever suffix it was queued with."""
@@ -280,7 +310,9 @@ def connect(settings: Any) -> Redis:
         from redis.sentinel import Sentinel
 
         nodes = [(h, int(p)) for h, _, p in (n.strip().rpartition(":") for n in settings.redis_sentinels.split(","))]
-        return Sentinel(nodes, socket_timeout=5).master_for(settings.redis_sentinel_master, socket_timeout=30)  # type: ignore[no-any-return]
+        return Sentinel(nodes, socket_timeout=5).master_for(  # type: ignore[no-any-return]
+            settings.redis_sentinel_master, socket_timeout=30, **_master_auth(settings.redis_url)
+        )
     return Redis.from_url(settings.redis_url, health_check_interval=10)
 
 
@@ -292,8 +324,17 @@ def connect_async(settings: Any) -> Any:
         from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
         nodes = [(h, int(p)) for h, _, p in (n.strip().rpartition(":") for n in settings.redis_sentinels.split(","))]
-        return AsyncSentinel(nodes, socket_timeout=5).master_for(settings.redis_sentinel_master)
+        return AsyncSentinel(nodes, socket_timeout=5).master_for(
+            settings.redis_sentinel_master, **_master_auth(settings.redis_url)
+        )
     return AsyncRedis.from_url(settings.redis_url)
+
+
+def _master_auth(url: str) -> dict[str, Any]:
+    """Under Sentinel the master's user and password come from QFLEET_REDIS_URL (its host is ignored)."""
+    parts = urlsplit(url)
+    auth = {"username": unquote(parts.username or ""), "password": unquote(parts.password or "")}
+    return {k: v for k, v in auth.items() if v}
 
 
 def hash_api_key(key: str) -> str:
@@ -313,6 +354,7 @@ class Store:
         self._rate = redis.register_script(_RATE)
         self._reopen = redis.register_script(_REOPEN)
         self._acquire = redis.register_script(_ACQUIRE)
+        self._take = redis.register_script(_TAKE)
 
     # -- jobs -----------------------------------------------------------------
     def create_job(
@@ -325,10 +367,13 @@ class Store:
         tasks_total: int,
         queue: str = "",
         shots: int = 0,
+        pipe: Any = None,
     ) -> float:
+        """Write a new job; within ``pipe`` (executed by the caller, with the job's tasks) if given."""
         now = time.time()
         k = self.keys
-        pipe = self.redis.pipeline(transaction=True)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=True) if own else pipe
         pipe.hset(k.job_data(job_id), mapping=data)  # type: ignore[arg-type]
         pipe.expire(k.job_data(job_id), self.ttl_s)
         pipe.hset(
@@ -353,7 +398,8 @@ class Store:
         pipe.hincrby(k.usage(tenant), f"{hour}|jobs", 1)
         pipe.hincrby(k.usage(tenant), f"{hour}|shots", int(shots))
         pipe.expire(k.usage(tenant), 8 * 86400)
-        pipe.execute()
+        if own:
+            pipe.execute()
         return now
 
     def job(self, job_id: str) -> dict[str, str] | None:
@@ -395,6 +441,10 @@ class Store:
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
+
+    def transaction(self) -> Any:
+        """A MULTI/EXEC pipeline, for writes that must land together (a job and its tasks)."""
+        return self.redis.pipeline(transaction=True)
 
     def memory(self) -> tuple[int, int]:
         """(bytes used, maxmemory; 0 when uncapped) of the Redis server."""
@@ -552,26 +602,65 @@ class Store:
         )
 
     # -- leases: finding tasks whose worker died ---------------------------------
-    def take_lease(self, job_id: str, task: int, seconds: float) -> None:
-        self.redis.zadd(self.keys.leases, {f"{job_id}|{task}": time.time() + seconds})
+    # A lease is taken by the same script that pops the task (take_task), renewed by the worker
+    # while it holds the task, and dropped when the task ends. One that lapses means the worker
+    # died or stalled with the task: the API's reaper puts the task back.
+    def take_task(
+        self, queue_keys: list[str], queue_names: list[str], holder: str, seconds: float
+    ) -> tuple[str, str, str] | None:
+        """Pop the first task of the first non-empty queue and lease it atomically.
 
-    def renew_lease(self, job_id: str, task: int, seconds: float) -> None:
-        self.redis.zadd(self.keys.leases, {f"{job_id}|{task}": time.time() + seconds}, xx=True)
+        Returns (queue key, RQ job id, lease), or None when every queue is empty."""
+        bells = [self.keys.bell(q) for q in queue_names]
+        got = self._take(
+            keys=[self.keys.leases, *queue_keys, *bells], args=[time.time() + seconds, holder, len(queue_keys)]
+        )
+        if not got:
+            return None
+        queue_key, rq_id = (v.decode() if isinstance(v, bytes) else v for v in got)
+        return queue_key, rq_id, f"{rq_id}|{holder}"
 
-    def drop_lease(self, job_id: str, task: int) -> None:
-        self.redis.zrem(self.keys.leases, f"{job_id}|{task}")
+    def wait_bell(self, queue_names: list[str], timeout: float) -> bool:
+        """Block until a task is put on one of these queues (or ``timeout`` passes)."""
+        return self.redis.blpop([self.keys.bell(q) for q in queue_names], timeout) is not None
 
-    def expired_leases(self, now: float | None = None) -> list[tuple[str, int]]:
+    def ring(self, pipe: Any, queue_name: str, tasks: int) -> None:
+        """One bell token per task enqueued, in the enqueueing pipeline."""
+        if tasks:
+            pipe.rpush(self.keys.bell(queue_name), *([1] * tasks))
+
+    def take_lease(self, job_id: str, task: int, seconds: float, holder: str = "direct") -> str:
+        """Lease a task run outside :meth:`take_task` (in-process runs); returns the lease."""
+        lease = f"{self.keys.rq_job_id(job_id, task)}|{holder}"
+        self.redis.zadd(self.keys.leases, {lease: time.time() + seconds})
+        return lease
+
+    def renew_lease(self, lease: str, seconds: float) -> bool:
+        """Push a held lease's deadline on; False if it is gone (lapsed and taken by the reaper)."""
+        return bool(self.redis.zadd(self.keys.leases, {lease: time.time() + seconds}, xx=True, ch=True))
+
+    def drop_lease(self, lease: str) -> None:
+        self.redis.zrem(self.keys.leases, lease)
+
+    def expired_leases(self, now: float | None = None) -> list[str]:
         members = self.redis.zrangebyscore(self.keys.leases, 0, now if now is not None else time.time())
-        out = []
-        for m in members:  # type: ignore[union-attr]
-            job_id, _, task = m.decode().rpartition("|")  # type: ignore[union-attr]
-            out.append((job_id, int(task)))
-        return out
+        return [m.decode() for m in members]  # type: ignore[union-attr]
 
-    def claim_expired(self, job_id: str, task: int) -> bool:
+    def leases(self) -> dict[str, float]:
+        """Every lease held now, with its deadline."""
+        pairs: Any = self.redis.zrange(self.keys.leases, 0, -1, withscores=True)
+        return {m.decode(): float(score) for m, score in pairs}
+
+    def lease_task(self, lease: str) -> tuple[str, int]:
+        """(job id, task) a lease is for."""
+        return self.keys.task_of(lease.rpartition("|")[0])
+
+    def claim_expired(self, lease: str) -> bool:
         """True for exactly one caller: the one whose ZREM removed the lapsed lease."""
-        return bool(self.redis.zrem(self.keys.leases, f"{job_id}|{task}"))
+        return bool(self.redis.zrem(self.keys.leases, lease))
+
+    def task_done(self, job_id: str, task: int) -> bool:
+        return bool(self.redis.sismember(self.keys.job_done(job_id), str(task)))
 
     def bump_attempts(self, job_id: str, task: int) -> int:
         key = self.keys.job_attempts(job_id)

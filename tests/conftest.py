@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,13 +14,15 @@ from redis import Redis
 
 from bench.workloads import training_ansatz  # noqa: F401  (re-exported for the tests)
 from service.stack import Stack, free_port, start_redis
+from service.stack import redis_url as make_redis_url
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    proc = start_redis(port, tmp_path_factory.mktemp("redis"), appendonly=False)
-    yield f"redis://127.0.0.1:{port}/0"
+    """A private redis-server with a password, as every qfleet Redis has; the URL carries it."""
+    port, password = free_port(), secrets.token_urlsafe(16)
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"), appendonly=False, password=password)
+    yield make_redis_url(port, password)
     proc.terminate()
     proc.wait(10)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 
@@ -40,7 +41,8 @@ def run_worker(
     runner_module.install(runner)
     threading.Thread(target=runner.renew_leases_forever, name="lease-renewal", daemon=True).start()
     while True:
-        worker = queueing.make_worker(store, backends, name)
+        name = name or f"{socket.gethostname()}.{os.getpid()}"
+        worker = queueing.make_worker(store, backends, name, holder=runner, lease_s=settings.lease_s)
         log.info("worker %s ready on %s", worker.name, ", ".join(worker.queue_names()))
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
         if burst or queueing.stop_requested(worker):
@@ -52,4 +54,35 @@ def run_worker(
                 break
             except Exception:
                 time.sleep(0.5)
-        name = None  # the old name may still be registered until its key expires
+        name = f"{socket.gethostname()}.{os.getpid()}.{int(time.time())}"  # the old one may still be registered
+
+
+def local_worker_problem(settings: object, max_age_s: float = 60.0) -> str | None:
+    """Why no worker of this host (container) is alive, or None when one is: registered in RQ, its
+    process running here, and either heartbeating (an idle worker does every second) or holding
+    an unexpired lease (a busy one renews it every lease_s / 4). For compose healthchecks."""
+    from service import queueing
+    from service.store import Store, connect
+
+    store = Store(connect(settings), getattr(settings, "key_prefix", "qfleet"))
+    host = socket.gethostname()
+    mine = [w for w in queueing.local_workers(store, host) if w.pid and _running(w.pid)]
+    if not mine:
+        return f"no worker of host {host} is registered"
+    now = time.time()
+    leases = store.leases()
+    for w in mine:
+        beat = w.last_heartbeat.timestamp() if w.last_heartbeat else 0.0
+        if now - beat < max_age_s or any(m.endswith(f"|{w.name}") and d > now for m, d in leases.items()):
+            return None
+    return f"worker(s) {', '.join(w.name for w in mine)} of host {host} neither heartbeat nor hold a live lease"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -69,7 +69,7 @@ class Runner:
         )
         self.engines: dict[str, Engine] = {"aer": AerEngine(settings.worker_threads), "lightning": self.lightning}
         self.backends: dict[str, Backend] = all_backends(settings)
-        self._current: tuple[str, int] | None = None  # the task this process is running
+        self.lease: str | None = None  # the lease of the task this process holds, from take to end
         self._adapters: dict[str, Engine] = {}
         self._specs = _LRU(64)
         self._pubs = _LRU(8192)  # (job, pub) -> (program, values, pairs); a task may hold thousands
@@ -196,14 +196,22 @@ class Runner:
         if spec is None:
             return -1
         self.store.mark_started(job_id)
-        self.store.take_lease(job_id, task, self.settings.lease_s)
-        self._current = (job_id, task)
         started = time.time()
+        return self._run(job_id, task, spec, backend or "", tenant or "", started - float(created or started))
+
+    def run_leased(self, job_id: str, task: int) -> int:
+        """Run a task under this process's lease (taken with the task by the worker's dequeue, or
+        here for an in-process run), and drop the lease once the task has ended either way."""
+        if self.lease is None:
+            self.lease = self.store.take_lease(job_id, task, self.settings.lease_s)
         try:
-            return self._run(job_id, task, spec, backend or "", tenant or "", started - float(created or started))
+            return self.run(job_id, task)
         finally:
-            self._current = None
-            self.store.drop_lease(job_id, task)
+            lease, self.lease = self.lease, None
+            try:
+                self.store.drop_lease(lease)
+            except Exception as exc:  # Redis away: the lease lapses and the task runs again (at least once)
+                log.warning("could not drop lease %s: %s", lease, exc)
 
     @staticmethod
     def _mergeable(pub: PubSpec) -> bool:
@@ -232,13 +240,13 @@ class Runner:
         return np.ascontiguousarray(engine.sample(program, block), dtype=np.uint8).tobytes()
 
     def renew_leases_forever(self) -> None:
-        """Keeps the running task's lease alive while this process lives (a daemon thread)."""
+        """Keeps the held task's lease alive while this process lives (a daemon thread)."""
         while True:
             time.sleep(self.settings.lease_s / 4)
-            current = self._current
-            if current is not None:
+            lease = self.lease
+            if lease is not None:
                 try:
-                    self.store.renew_lease(*current, self.settings.lease_s)
+                    self.store.renew_lease(lease, self.settings.lease_s)
                 except Exception as exc:  # Redis away; the task itself will notice
                     log.debug("lease renewal failed: %s", exc)
 
@@ -340,7 +348,7 @@ def run_task(job_id: str, task: int) -> int:
     """The RQ entry point: ids in, result slice written to Redis, nothing returned to RQ."""
     if _runner is None:
         raise RuntimeError("worker runner not installed; start workers with `qfleet worker`")
-    return _runner.run(job_id, task)
+    return _runner.run_leased(job_id, task)
 
 
 def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: Any) -> None:

@@ -29,3 +29,8 @@ def test_only_the_queue_boundary_imports_rq() -> None:
         ["grep", "-rlE", r"^\s*(from|import) rq\b", "service", "worker"], capture_output=True, text=True
     )
     assert sorted(out.stdout.split()) == ["service/queueing.py"]
+
+
+def test_only_the_store_and_the_queue_boundary_touch_the_redis_client() -> None:
+    out = subprocess.run(["grep", "-rlE", r"store\.redis\b", "service", "worker"], capture_output=True, text=True)
+    assert set(out.stdout.split()) <= {"service/queueing.py", "service/store.py"}

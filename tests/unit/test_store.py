@@ -59,20 +59,29 @@ def test_api_keys_are_stored_as_hashes(clean_redis: str) -> None:
 def test_sentinel_configuration_finds_the_master(redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import subprocess
     import time
+    from urllib.parse import urlsplit
 
     from service.settings import Settings
     from service.stack import free_port
     from service.store import connect
 
-    redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    master = urlsplit(redis_url)
     port = free_port()
     conf = tmp_path / "sentinel.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor qfleet 127.0.0.1 {redis_port} 1\n")
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\nsentinel monitor qfleet 127.0.0.1 {master.port} 1\n"
+        f"sentinel auth-pass qfleet {master.password}\n"
+    )
     proc = subprocess.Popen(
         ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     try:
-        settings = Settings(redis_sentinels=f"127.0.0.1:{port}", redis_sentinel_master="qfleet")
+        # the master's password comes from the URL, whose host Sentinel replaces
+        settings = Settings(
+            redis_url=f"redis://:{master.password}@unused:1/0",
+            redis_sentinels=f"127.0.0.1:{port}",
+            redis_sentinel_master="qfleet",
+        )
         for _ in range(100):
             try:
                 client = connect(settings)
