@@ -182,10 +182,7 @@ class JobService:
         if spec.pubs and spec.pubs[0].primitive == "sampler":
             return self._sampler_result(job_id, record, spec)
         arrays = assemble(spec, self.store.results(job_id))
-        engine_meta: dict[int, dict[str, Any]] = {}
-        for _, per_pub in sorted(self.store.task_meta(job_id).items()):
-            for pub_index, meta in per_pub.items():
-                engine_meta.setdefault(int(pub_index), meta)
+        engine_meta = self._engine_meta(job_id)
         results = []
         for i, (pub, arr) in enumerate(zip(spec.pubs, arrays)):
             grad = arr["gradient"]
@@ -204,8 +201,6 @@ class JobService:
                     },
                 )
             )
-        started = float(record.get("started_at") or record["created_at"])
-        finished = float(record.get("finished_at") or time.time())
         return JobResultBody(
             id=job_id,
             status="done",
@@ -214,17 +209,21 @@ class JobService:
                 "backend": record["backend"],
                 "tasks": len(spec.tasks),
                 "cost_units": spec.cost_units,
-                "queued_s": round(started - float(record["created_at"]), 6),
-                "running_s": round(finished - started, 6),
+                **_timings(record),
             },
         )
 
-    def _sampler_result(self, job_id: str, record: dict[str, str], spec: JobSpec) -> JobResultBody:
-        registers = assemble_samples(spec, self.store.results(job_id))
+    def _engine_meta(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """What ran each PUB (device provenance), from the first task that recorded it."""
         engine_meta: dict[int, dict[str, Any]] = {}
         for _, per_pub in sorted(self.store.task_meta(job_id).items()):
             for pub_index, meta in per_pub.items():
                 engine_meta.setdefault(int(pub_index), meta)
+        return engine_meta
+
+    def _sampler_result(self, job_id: str, record: dict[str, str], spec: JobSpec) -> JobResultBody:
+        registers = assemble_samples(spec, self.store.results(job_id))
+        engine_meta = self._engine_meta(job_id)
         results = [
             PubResultBody(
                 registers={
@@ -240,8 +239,6 @@ class JobService:
             )
             for i, (pub, regs) in enumerate(zip(spec.pubs, registers))
         ]
-        started = float(record.get("started_at") or record["created_at"])
-        finished = float(record.get("finished_at") or time.time())
         return JobResultBody(
             id=job_id,
             status="done",
@@ -251,8 +248,7 @@ class JobService:
                 "primitive": "sampler",
                 "seed": spec.seed,
                 "tasks": len(spec.tasks),
-                "queued_s": round(started - float(record["created_at"]), 6),
-                "running_s": round(finished - started, 6),
+                **_timings(record),
             },
         )
 
@@ -335,3 +331,11 @@ BackendStatus = Literal["online", "paused", "unavailable"]
 TRANSIENT_FAILURES = frozenset(
     {"abandoned", "JobTimeoutException", "TimeoutError", "ConnectionError", "MemoryError", "BusyLoadingError"}
 )
+
+
+def _timings(record: dict[str, str]) -> dict[str, float]:
+    """Seconds a job waited in the queue and then ran."""
+    created = float(record["created_at"])
+    started = float(record.get("started_at") or created)
+    finished = float(record.get("finished_at") or time.time())
+    return {"queued_s": round(started - created, 6), "running_s": round(finished - started, 6)}
