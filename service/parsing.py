@@ -164,10 +164,7 @@ def _load(fmt: str, data: str) -> Any:
         except MemoryError:
             raise
         except Exception as exc:  # the parser raises its own types with terse messages
-            detail = str(exc).strip() or "no detail from the parser"
-            raise CircuitError(
-                "invalid_circuit", f"OpenQASM 3 did not parse ({type(exc).__name__}: {detail}); check the syntax"
-            ) from None
+            raise CircuitError("invalid_circuit", f"OpenQASM 3 did not parse: {_syntax_error(exc)}") from None
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -181,6 +178,25 @@ def _load(fmt: str, data: str) -> Any:
     if len(circuits) != 1 or not isinstance(circuits[0], QuantumCircuit):
         raise CircuitError("invalid_circuit", "QPY data must hold exactly one circuit")
     return circuits[0]
+
+
+def _syntax_error(exc: BaseException) -> str:
+    """Where and what, from the ANTLR token the parser stopped at (its own message is often empty)."""
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        error = stack.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        token = getattr(error, "offendingToken", None)
+        if token is not None:
+            if token.text == "<EOF>":
+                return f"line {token.line}, column {token.column + 1}: the text ends early (a missing ';' or '}}'?)"
+            return f"line {token.line}, column {token.column + 1}: unexpected {token.text!r}"
+        stack += [error.__cause__, error.__context__, *(a for a in error.args if isinstance(a, BaseException))]
+    detail = str(exc).strip()
+    return f"{type(exc).__name__}: {detail}" if detail else "check the syntax"
 
 
 def _check(circuit: Any, limits: Limits) -> None:

@@ -234,3 +234,13 @@ def test_openapi_describes_every_endpoint_with_examples(api: TestClient) -> None
     schemas = spec["components"]["schemas"]
     for name in ("JobRequest", "Pub", "Array", "Circuit", "ErrorBody", "JobInfo"):
         assert schemas[name].get("examples"), name
+
+
+def test_a_syntax_error_says_where(api: TestClient) -> None:
+    for text, where in [
+        ("OPENQASM 3.0; qubit[2] q; h q[0]", "line 1, column 33"),
+        ("this is not a circuit", "line 1, column 9"),
+    ]:
+        response = api.post("/v1/jobs", json=job(pub(text, "ZZ", None)))
+        assert response.status_code == 400
+        assert where in response.json()["error"]["message"], response.json()
