@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q torch==2.13.0  # the CPU build; before anything that depends on torch
-	$(BIN)/pip install -q -e "./client[qiskit,progress,torch]" -e ".[dev]"
+	$(BIN)/pip install -q -e "./client[qiskit,progress,torch]" -e ".[dev,demo]"
 	touch $@
 
 redis:
@@ -23,8 +23,9 @@ demo: setup
 up: setup
 	$(BIN)/qfleet up --port 8000 --workers 2
 
-test: setup
-	$(BIN)/python -m pytest -q
+test: setup  # also installs chromium for the browser tests; TESTS=tests/unit runs a part
+	@scripts/ensure-chromium
+	$(BIN)/python -m pytest -q $(TESTS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy client/qfleet service worker

@@ -17,7 +17,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from qfleet.wire import ARRAY_ENCODING, BROADCASTING, PARAMETER_ORDER, PAULI_ORDER, JobOptions
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, dashboard, metrics
@@ -144,7 +146,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.submitting = Counter()
         app.state.events = JobEvents(settings, store.keys.events)
         await app.state.events.start()
-        await run_in_threadpool(app.state.jobs.parsers.warm)
+        # Start the parser children; answer requests after at most a few seconds even if their
+        # qiskit import takes longer (a restarted API must come back fast; they go on warming).
+        warming = asyncio.ensure_future(run_in_threadpool(app.state.jobs.parsers.warm))
+        await asyncio.wait([warming], timeout=5.0)
         reaper = asyncio.create_task(_reap_forever(app.state.jobs, settings.lease_s / 5))
         try:
             yield
@@ -201,6 +206,17 @@ def create_app(settings: Settings) -> FastAPI:
         code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error")
         body = {"error": {"code": code, "message": str(exc.detail), "details": {}}}
         return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_away(request: Request, exc: Exception) -> JSONResponse:
+        # Redis restarting or unreachable: not the request's fault, and retried by clients (a
+        # submission with its Idempotency-Key finds the job if the write did land).
+        log.warning("Redis unreachable on %s %s: %s", request.method, request.url.path, exc)
+        error = Unavailable(
+            "the job store is unreachable for the moment; retry", code="store_unavailable", retry_after=1.0
+        )
+        return JSONResponse(status_code=503, content=error.body(), headers={"Retry-After": "1"})
 
     @app.exception_handler(ResponseError)
     async def redis_refused(request: Request, exc: ResponseError) -> JSONResponse:

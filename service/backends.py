@@ -11,6 +11,8 @@ from qiskit.circuit.library import get_standard_gate_name_mapping
 STANDARD_GATES = tuple(sorted(get_standard_gate_name_mapping()))
 # Shots a device (model) runs when a job names neither shots nor precision: exact is not on offer there.
 DEFAULT_SHOTS = 4096
+# Engines that run resets, mid-circuit measurements and classical control (Aer's simulators).
+MID_CIRCUIT_BACKENDS = ("aer", "lightning")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class Backend:
     calibration: dict[str, Any] | None = None
     kind: Literal["simulator", "device"] = "simulator"
     unavailable: str | None = None  # why it cannot run now (missing credentials, …)
+
+    @property
+    def mid_circuit(self) -> bool:
+        return self.name in MID_CIRCUIT_BACKENDS
 
     @property
     def is_device(self) -> bool:

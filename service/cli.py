@@ -250,21 +250,32 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix as 
 
 @cli.command()
 def demo(
-    quick: Annotated[bool, typer.Option(help="A few steps only (CI).")] = False,
+    quick: Annotated[bool, typer.Option(help="A few steps only, one seed and one learning rate (CI).")] = False,
+    backend: Annotated[
+        str, typer.Option(help="Backend for the quantum adapter; wukong72 runs a smaller batch with shots.")
+    ] = "aer",
+    out: Annotated[Path, typer.Option(help="Folder for the results table, raw runs and plots.")] = Path("demo-results"),
     workers: Annotated[int, typer.Option()] = 2,
     url: Annotated[str | None, typer.Option(help="Use a running service instead of starting one.")] = None,
 ) -> None:
-    """Start the stack on an embedded Redis and train a small model through it."""
-    from examples.train_demo import main as demo_main
+    """The main job: pretrain a small language model, then fine-tune it with LoRA and with a
+    QTHA-style quantum adapter whose circuits run through qfleet; print and save the comparison."""
+    from dataclasses import replace
+
+    from examples.adapter.main import Config, run
 
     from .stack import free_port
 
+    config = replace(Config.quick() if quick else Config(), backend=backend)
+    device = backend not in ("aer", "lightning")  # shots and parameter shift, not exact and adjoint
+    if device:
+        config = config.for_device()
     if url:
-        sys.exit(demo_main(url, os.environ.get("QFLEET_API_KEY", ""), quick=quick))
+        raise typer.Exit(run(url, os.environ.get("QFLEET_API_KEY", ""), config, out))
     stack = _start_stack(host="127.0.0.1", port=free_port(), workers=workers)
     typer.echo(f"qfleet is up at {stack.url} with {workers} workers")
     try:
-        code = demo_main(stack.url, stack.api_key, quick=quick)
+        code = run(stack.url, stack.api_key, config, out)
     finally:
         stack.stop()
     raise typer.Exit(code)

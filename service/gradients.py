@@ -126,7 +126,8 @@ def check_adjoint(circuit: QuantumCircuit) -> None:
     memo: dict[Any, Angle] = {}
     for inst in circuit.data:
         for value in inst.operation.params:
-            affine_angle(value, columns, memo)
+            if isinstance(value, ParameterExpression):  # a constant (or a unitary's matrix) is fine
+                affine_angle(value, columns, memo)
 
 
 def resolve(method: str, shots: int, shift_error: str | None, adjoint_error: str | None) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from qfleet.wire import (
     TERMINAL_STATUSES,
+    BitArrayData,
     ErrorDetail,
     JobInfo,
     JobRequest,
@@ -28,7 +29,7 @@ from .planner import plan_job, price_job
 from .pubs import CircuitCache, parse_pub
 from .settings import Settings, TenantLimits
 from .store import Store
-from .tasks import assemble
+from .tasks import JobSpec, assemble, assemble_samples
 
 log = logging.getLogger("qfleet.api")
 RECORD_FIELDS = (
@@ -70,8 +71,9 @@ class JobService:
         limits = admission.limits(tenant)
         admission.check_rate(tenant, limits)
         backend = admission.check_request(request, limits)
+        memo: dict[Any, Any] = {}  # PUBs of one request that share a circuit share its parse
         pubs = [
-            parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers, tenant)
+            parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers, tenant, memo)
             for i, p in enumerate(request.pubs)
         ]
         options = request.options
@@ -177,11 +179,10 @@ class JobService:
     def result(self, job_id: str, record: dict[str, str]) -> JobResultBody:
         spec = self.store.spec(job_id)
         assert spec is not None, "a done job has its spec"
+        if spec.pubs and spec.pubs[0].primitive == "sampler":
+            return self._sampler_result(job_id, record, spec)
         arrays = assemble(spec, self.store.results(job_id))
-        engine_meta: dict[int, dict[str, Any]] = {}
-        for _, per_pub in sorted(self.store.task_meta(job_id).items()):
-            for pub_index, meta in per_pub.items():
-                engine_meta.setdefault(int(pub_index), meta)
+        engine_meta = self._engine_meta(job_id)
         results = []
         for i, (pub, arr) in enumerate(zip(spec.pubs, arrays)):
             grad = arr["gradient"]
@@ -200,8 +201,6 @@ class JobService:
                     },
                 )
             )
-        started = float(record.get("started_at") or record["created_at"])
-        finished = float(record.get("finished_at") or time.time())
         return JobResultBody(
             id=job_id,
             status="done",
@@ -210,8 +209,46 @@ class JobService:
                 "backend": record["backend"],
                 "tasks": len(spec.tasks),
                 "cost_units": spec.cost_units,
-                "queued_s": round(started - float(record["created_at"]), 6),
-                "running_s": round(finished - started, 6),
+                **_timings(record),
+            },
+        )
+
+    def _engine_meta(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """What ran each PUB (device provenance), from the first task that recorded it."""
+        engine_meta: dict[int, dict[str, Any]] = {}
+        for _, per_pub in sorted(self.store.task_meta(job_id).items()):
+            for pub_index, meta in per_pub.items():
+                engine_meta.setdefault(int(pub_index), meta)
+        return engine_meta
+
+    def _sampler_result(self, job_id: str, record: dict[str, str], spec: JobSpec) -> JobResultBody:
+        registers = assemble_samples(spec, self.store.results(job_id))
+        engine_meta = self._engine_meta(job_id)
+        results = [
+            PubResultBody(
+                registers={
+                    name: BitArrayData(num_bits=num_bits, bits=encode_array(bits, "uint8"))
+                    for name, (bits, num_bits) in regs.items()
+                },
+                metadata={
+                    "shape": list(pub.shape),
+                    "shots": pub.shots,
+                    "num_qubits": pub.num_qubits,
+                    **engine_meta.get(i, {}),
+                },
+            )
+            for i, (pub, regs) in enumerate(zip(spec.pubs, registers))
+        ]
+        return JobResultBody(
+            id=job_id,
+            status="done",
+            results=results,
+            metadata={
+                "backend": record["backend"],
+                "primitive": "sampler",
+                "seed": spec.seed,
+                "tasks": len(spec.tasks),
+                **_timings(record),
             },
         )
 
@@ -294,3 +331,11 @@ BackendStatus = Literal["online", "paused", "unavailable"]
 TRANSIENT_FAILURES = frozenset(
     {"abandoned", "JobTimeoutException", "TimeoutError", "ConnectionError", "MemoryError", "BusyLoadingError"}
 )
+
+
+def _timings(record: dict[str, str]) -> dict[str, float]:
+    """Seconds a job waited in the queue and then ran."""
+    created = float(record["created_at"])
+    started = float(record.get("started_at") or created)
+    finished = float(record.get("finished_at") or time.time())
+    return {"queued_s": round(started - created, 6), "running_s": round(finished - started, 6)}

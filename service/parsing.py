@@ -23,7 +23,7 @@ import os
 import queue
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -54,6 +54,9 @@ class Limits:
     max_qubits: int  # the backend's width (after the tenant's cap)
     max_ops: int
     max_depth: int
+    primitive: str = "estimator"  # "sampler": measurements allowed
+    mid_circuit: bool = False  # the backend runs resets, mid-circuit measurement, classical control
+    drop_idle: bool = False  # run on the used qubits only (simulators; devices only when too wide)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class CircuitInfo:
     shift_terms: int  # parameterized rotation angles the parameter-shift rule shifts (G)
     shift_error: str | None  # why parameter shift cannot run, or None
     adjoint_error: str | None  # why adjoint differentiation cannot run, or None
+    num_clbits: int = 0
+    registers: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, clbit indices) per classical register
+    kept: tuple[int, ...] | None = None  # the used qubits, when idle ones were dropped
+    width: int = 0  # the qubits the client's circuit declared (observables are written for these)
 
 
 def precheck(fmt: str, data: str, max_declared_qubits: int, max_ops: int) -> None:
@@ -95,8 +102,15 @@ def precheck(fmt: str, data: str, max_declared_qubits: int, max_ops: int) -> Non
 def parse(fmt: str, data: str, limits: Limits) -> CircuitInfo:
     """Load, check and describe one circuit. Runs in a parser child (imports qiskit)."""
     circuit = _load(fmt, data)
+    width, kept = circuit.num_qubits, None
+    if circuit.num_qubits and (limits.drop_idle or circuit.num_qubits > limits.max_qubits):
+        reduced = drop_idle_qubits(circuit)
+        if reduced is not circuit:
+            kept = tuple(reduced.metadata.pop(KEPT_QUBITS))
+            circuit = reduced
     _check(circuit, limits)
-    return describe(circuit)
+    info = describe(circuit)
+    return replace(info, kept=kept, width=width)
 
 
 def describe(circuit: Any) -> CircuitInfo:
@@ -116,7 +130,11 @@ def describe(circuit: Any) -> CircuitInfo:
         check_adjoint(circuit)
     except NotDifferentiable as exc:
         adjoint_error = str(exc)
+    registers = tuple((c.name, tuple(circuit.find_bit(b).index for b in c)) for c in circuit.cregs)
     return CircuitInfo(
+        num_clbits=int(circuit.num_clbits),
+        registers=registers,
+        width=int(circuit.num_qubits),
         qpy=buf.getvalue(),
         num_qubits=int(circuit.num_qubits),
         num_parameters=int(circuit.num_parameters),
@@ -180,24 +198,86 @@ def _check(circuit: Any, limits: Limits) -> None:
             "circuit_too_large", f"the circuit has depth {circuit.depth()}; the limit is {limits.max_depth}"
         )
     standard = set(STANDARD_GATES)
+    _check_instructions(circuit, limits)
     for inst in circuit.data:
         op = inst.operation
         name = op.name
-        if name == "measure":
-            raise CircuitError(
-                "unsupported_instruction",
-                "'measure' is not allowed in an estimator circuit; the estimator measures the observables "
-                "itself: call circuit.remove_final_measurements() before sending it",
-            )
-        if name == "reset" or getattr(op, "blocks", None):
-            raise CircuitError(
-                "unsupported_instruction",
-                f"'{name}' is not allowed in an estimator circuit; remove resets and control flow",
-            )
+        if name in ("measure", "reset") or getattr(op, "blocks", None):
+            continue  # checked by _check_instructions
         if name in standard or name in _ALLOWED_DIRECTIVES:
             continue
         if getattr(op, "definition", None) is None:
             raise CircuitError("unknown_gate", f"gate '{name}' is neither a standard gate nor has a definition")
+
+
+_MID_CIRCUIT = "on the simulators (aer)"
+
+
+def _check_instructions(circuit: Any, limits: Limits) -> None:
+    """Measurements, resets and classical control: what each primitive and backend can run."""
+    measured: set[int] = set()
+    for inst in circuit.data:
+        op = inst.operation
+        name = op.name
+        qubits = {circuit.find_bit(q).index for q in inst.qubits}
+        if getattr(op, "blocks", None):
+            if not (limits.primitive == "sampler" and limits.mid_circuit):
+                raise CircuitError(
+                    "unsupported_instruction",
+                    f"control flow ('{name}') runs in sampler jobs {_MID_CIRCUIT}; remove it for this backend",
+                )
+        elif name == "measure":
+            if limits.primitive != "sampler":
+                raise CircuitError(
+                    "unsupported_instruction",
+                    "'measure' is not allowed in an estimator circuit; the estimator measures the observables "
+                    "itself: call circuit.remove_final_measurements() before sending it, or send the circuit "
+                    "in a sampler job (primitive 'sampler')",
+                )
+            measured |= qubits
+        elif name == "reset":
+            if not limits.mid_circuit:
+                raise CircuitError("unsupported_instruction", f"'reset' runs {_MID_CIRCUIT}, not on this backend")
+        elif name not in ("barrier", "delay") and measured & qubits and not limits.mid_circuit:
+            raise CircuitError(
+                "unsupported_instruction",
+                f"'{name}' acts on a measured qubit: this backend runs final measurements only; "
+                f"mid-circuit measurement runs {_MID_CIRCUIT}",
+            )
+
+
+KEPT_QUBITS = "qfleet_kept_qubits"
+
+
+def drop_idle_qubits(circuit: Any) -> Any:
+    """The circuit on its used qubits, in their order (clbits and registers as they were), with
+    the kept qubits in its metadata under KEPT_QUBITS; the circuit itself when none is idle.
+    Barriers and delays are not uses. Circuits with control flow are left as they are."""
+    from qiskit import QuantumCircuit
+
+    used: set[int] = set()
+    for inst in circuit.data:
+        if getattr(inst.operation, "blocks", None):
+            return circuit  # its blocks name the original wires
+        if inst.operation.name not in ("barrier", "delay"):
+            used.update(circuit.find_bit(q).index for q in inst.qubits)
+    if len(used) == circuit.num_qubits:
+        return circuit
+    order = sorted(used) or [0]
+    new_index = {circuit.qubits[q]: j for j, q in enumerate(order)}
+    reduced = QuantumCircuit(len(order), name=circuit.name, global_phase=circuit.global_phase)
+    reduced.add_bits(circuit.clbits)
+    for creg in circuit.cregs:
+        reduced.add_register(creg)
+    for inst in circuit.data:
+        qubits = [reduced.qubits[new_index[q]] for q in inst.qubits if q in new_index]
+        if inst.operation.name in ("barrier", "delay"):
+            if qubits and inst.operation.name == "barrier":
+                reduced.barrier(*qubits)
+            continue
+        reduced.append(inst.operation, qubits, inst.clbits, copy=False)
+    reduced.metadata = {**(circuit.metadata or {}), KEPT_QUBITS: order}
+    return reduced
 
 
 def check_width(num_qubits: int, limit: int, backend: str = "") -> None:

@@ -123,6 +123,11 @@ def plan_job(
     current: list[Segment] = []
     current_s = 0.0
     cost_units = 0.0
+    # PUBs that share a circuit (or observables) share one payload blob, and one compiled
+    # program in the workers: a training step's thousands of one-row PUBs cost about one PUB.
+    first_circuit: dict[bytes, int] = {}
+    first_obs: dict[bytes, int] = {}
+    obs_blobs: dict[int, bytes] = {}  # id of a PUB's observables list (alive in pubs) -> its JSON
     for i, pub in enumerate(pubs):
         mode = choose_mode(pub)
         if mode == "product":
@@ -133,9 +138,17 @@ def plan_job(
             pairs = np.stack([obs_idx.ravel(), par_idx.ravel()], axis=1).astype("<i8")
             rows = len(pairs)
             data[f"x{i}"] = pairs.tobytes()
-        data[f"c{i}"] = pub.qpy
+        c = first_circuit.setdefault(pub.qpy, i)
+        if c == i:
+            data[f"c{i}"] = pub.qpy
+        # parse_pub hands PUBs with equal observables one list: serialized once per list
+        obs_bytes = obs_blobs.get(id(pub.observables)) or obs_blobs.setdefault(
+            id(pub.observables), _json_bytes(pub.observables)
+        )
+        o = first_obs.setdefault(obs_bytes, i)
+        if o == i:
+            data[f"o{i}"] = obs_bytes
         data[f"p{i}"] = np.ascontiguousarray(pub.values, dtype="<f8").tobytes()
-        data[f"o{i}"] = _json_bytes(pub.observables)
         depth = pub.info.depth
         row_s = row_seconds(pub, mode, device, noise)
         pub_specs.append(
@@ -154,6 +167,11 @@ def plan_job(
                 depth=depth,
                 gradient=pub.gradient,
                 row_seconds=row_s,
+                circuit=c,
+                obs=o,
+                primitive=pub.primitive,
+                clbits=pub.info.num_clbits,
+                registers=pub.registers,
             )
         )
         cost_units += rows * 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP) * max(1, depth)
@@ -187,6 +205,8 @@ def price_job(pubs: list[ParsedPub], device: bool = False, noise: bool = True) -
         # stored slices: a product row holds every observable, even where the broadcast needs fewer
         values = len(pub.observables) * len(pub.values) if mode == "product" else pub.size
         price.result_bytes += values * 8 * (2 + (pub.num_parameters if pub.gradient else 0))
+        if pub.primitive == "sampler":  # shots of packed clbits per register (at most the memory, per register)
+            price.result_bytes += rows * pub.shots * sum((len(b) + 7) // 8 for _, b in pub.info.registers)
         observables = sum(len(o) * (len(next(iter(o), "")) + 28) + 3 for o in pub.observables)
         pairs = 16 * pub.size if mode == "zip" else 0
         price.payload_bytes += len(pub.qpy) + pub.values.nbytes + observables + pairs

@@ -15,6 +15,7 @@ from threading import Lock
 from typing import Any
 
 import numpy as np
+from qfleet.wire import Circuit as WireCircuit
 from qfleet.wire import JobRequest, decode_array
 from qfleet.wire import Pub as WirePub
 from qiskit.primitives.containers import ObservablesArray
@@ -40,6 +41,14 @@ class ParsedPub:
     precision: float  # 0 = exact
     shots: int  # 0 = exact
     gradient: str | None = None  # resolved method: "adjoint" | "parameter-shift"
+    primitive: str = "estimator"
+
+    @property
+    def registers(self) -> list[tuple[str, list[int]]] | None:
+        """Sampler PUBs: (name, clbit indices) per classical register."""
+        if self.primitive != "sampler":
+            return None
+        return [(name, list(bits)) for name, bits in self.info.registers]
 
     @property
     def qpy(self) -> bytes:
@@ -86,12 +95,23 @@ def _fail(i: int, code: str, message: str, **details: Any) -> InvalidRequest:
 
 
 def circuit_info(
-    i: int, pub: WirePub, backend: Backend, settings: Settings, cache: CircuitCache, pool: ParserPool, tenant: str
+    i: int,
+    pub: WirePub,
+    backend: Backend,
+    settings: Settings,
+    cache: CircuitCache,
+    pool: ParserPool,
+    tenant: str,
+    request: JobRequest | None = None,
 ) -> CircuitInfo:
     """The PUB's circuit, parsed (bounded in time and memory) or from the cache, checked for this backend."""
-    fmt, data = pub.circuit.format, pub.circuit.data
+    wire = _wire_circuit(i, pub, request)
+    primitive = request.primitive if request is not None else "estimator"
+    fmt, data = wire.format, wire.data
+    # What the parse checks and keeps depends on the primitive and on the backend's kind
+    kind = f"{fmt}|{primitive}|{int(backend.mid_circuit)}|{int(backend.exact)}"
     try:
-        info = cache.get(fmt, data)
+        info = cache.get(kind, data)
         if info is None:
             if len(data) > settings.max_circuit_bytes:
                 raise CircuitError(
@@ -99,8 +119,11 @@ def circuit_info(
                     f"circuit data of {len(data)} bytes is over the {settings.max_circuit_bytes}-byte limit",
                 )
             precheck(fmt, data, settings.max_declared_qubits, settings.max_ops)
-            info = pool.parse(fmt, data, Limits(backend.num_qubits, settings.max_ops, settings.max_depth), tenant)
-            cache.put(fmt, data, info)
+            limits = Limits(
+                backend.num_qubits, settings.max_ops, settings.max_depth, primitive, backend.mid_circuit, backend.exact
+            )
+            info = pool.parse(fmt, data, limits, tenant)
+            cache.put(kind, data, info)
         check_width(info.num_qubits, backend.num_qubits, backend.name)  # the cache serves every backend
     except CircuitError as exc:
         raise _fail(i, exc.code, exc.message, **exc.details) from None
@@ -215,9 +238,15 @@ def parse_pub(
     cache: CircuitCache,
     pool: ParserPool,
     tenant: str = "",
+    memo: dict[Any, Any] | None = None,
 ) -> ParsedPub:
-    info = circuit_info(i, pub, backend, settings, cache, pool, tenant)
-    observables, obs_shape = _observables(i, pub.observables, info.num_qubits)
+    """``memo`` (one dict per request) keeps what PUBs sharing observables share."""
+    info = circuit_info(i, pub, backend, settings, cache, pool, tenant, request)
+    if request.primitive == "sampler":
+        return _sampler_pub(i, pub, request, backend, info)
+    if pub.observables is None:
+        raise _fail(i, "invalid_observable", "an estimator PUB needs observables (or send primitive 'sampler')")
+    observables, obs_shape = _memo_observables(i, pub.observables, info, {} if memo is None else memo)
     values, par_shape = _values(i, pub.parameter_values, info.num_parameters)
     try:
         shape = tuple(np.broadcast_shapes(obs_shape, par_shape))
@@ -283,3 +312,68 @@ def _shots(i: int, asked: int | None, precision: float, backend: Backend) -> int
     if shots > backend.max_shots:
         raise _fail(i, "too_many_shots", f"{shots} shots asked; backend '{backend.name}' allows {backend.max_shots}")
     return shots
+
+
+DEFAULT_SAMPLER_SHOTS = 1024  # Qiskit's SamplerV2 default
+
+
+def _wire_circuit(i: int, pub: WirePub, request: JobRequest | None) -> WireCircuit:
+    """The PUB's circuit: its own, or one of the job's ``circuits`` by index."""
+    if not isinstance(pub.circuit, int):
+        return pub.circuit
+    count = 0 if request is None else len(request.circuits)
+    if request is None or not 0 <= pub.circuit < count:
+        raise _fail(i, "invalid_circuit", f"circuit index {pub.circuit} is not in the job's circuits (it has {count})")
+    return request.circuits[pub.circuit]
+
+
+def reduce_terms(terms: dict[str, float], kept: tuple[int, ...], width: int) -> dict[str, float]:
+    """Pauli terms of ``width`` qubits on the kept ones. A dropped qubit stays in |0>: I and Z
+    there give a factor 1, X and Y a factor 0 (the term vanishes)."""
+    out: dict[str, float] = {}
+    keep = set(kept)
+    for label, coeff in terms.items():
+        if any(label[width - 1 - q] in "XY" for q in range(width) if q not in keep):
+            continue
+        reduced = "".join(label[width - 1 - q] for q in reversed(kept))
+        out[reduced] = out.get(reduced, 0.0) + coeff
+    return out or {"I" * len(kept): 0.0}
+
+
+def _memo_observables(
+    i: int, raw: Any, info: CircuitInfo, memo: dict[Any, Any]
+) -> tuple[list[dict[str, float]], tuple[int, ...]]:
+    """Observables checked against the circuit the client wrote, then moved onto the qubits kept."""
+    key = ("observables", repr(raw), info.kept, info.width)  # repr: cheap, exact for JSON values
+    hit = memo.get(key)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    if info.kept is None:
+        result = _observables(i, raw, info.num_qubits)
+    else:
+        full, shape = _observables(i, raw, info.width)
+        result = ([reduce_terms(o, info.kept, info.width) for o in full], shape)
+    memo[key] = result
+    return result
+
+
+def _sampler_pub(i: int, pub: WirePub, request: JobRequest, backend: Backend, info: CircuitInfo) -> ParsedPub:
+    if pub.observables is not None:
+        raise _fail(i, "invalid_pub", "a sampler PUB has no observables; send them in an estimator job")
+    if not backend.supports_shots:
+        raise _fail(i, "option_not_supported", f"backend '{backend.name}' is exact only and cannot sample")
+    values, par_shape = _values(i, pub.parameter_values, info.num_parameters)
+    shots = pub.shots or request.options.shots or DEFAULT_SAMPLER_SHOTS
+    if shots > backend.max_shots:
+        raise _fail(i, "too_many_shots", f"{shots} shots asked; backend '{backend.name}' allows {backend.max_shots}")
+    return ParsedPub(
+        info=info,
+        observables=[],
+        obs_shape=(),
+        values=values,
+        par_shape=par_shape,
+        shape=par_shape,
+        precision=0.0,
+        shots=shots,
+        primitive="sampler",
+    )

@@ -1,6 +1,6 @@
 """The one boundary with RQ: every RQ call of qfleet, API and worker side, is here.
 
-RQ jobs carry ids only (JSON serializer); payloads live under our own keys (service/store.py).
+RQ jobs carry ids only (JSON serializer); payloads live under our own keys (service/store/keys.py).
 The RQ job id of a task is ``Keys.rq_job_id(job, task)`` plus a suffix that says why it was
 queued again (:data:`REASONS`), minted only here.
 """

@@ -82,7 +82,10 @@ class Settings(BaseSettings):
     max_requests_per_client: int = Field(
         default=64, description="Requests one client address may have open at once; more get 429."
     )
-    max_pubs: int = 1000
+    max_pubs: int = Field(
+        default=1_000_000,
+        description="PUBs per job. Not a cost limit: PUBs sharing a circuit are planned as one program.",
+    )
     max_circuits: int = 1_000_000
     max_qubits: int = 28
     max_shots: int = 1_000_000

@@ -13,7 +13,7 @@ gradient) the gradient, all little-endian float64.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +43,16 @@ class PubSpec:
     depth: int
     gradient: str | None  # the resolved method ("parameter-shift" | "adjoint"), or None
     row_seconds: float = 0.0  # estimated compute per row: workers check for a cancel about this often
+    # PUBs sharing a circuit or observables name the first one's payload blob (c{circuit}, o{obs})
+    circuit: int = -1
+    obs: int = -1
+    primitive: str = "estimator"  # "sampler": a row gives shots of packed clbit memory
+    clbits: int = 0
+    registers: list[tuple[str, list[int]]] | None = None  # sampler: (name, clbit indices) per register
+
+    def sample_bytes(self, rows: int) -> int:
+        """Sampler PUBs: bytes for ``rows`` rows, shots x the clbits packed (Qiskit's BitArray layout)."""
+        return rows * self.shots * ((self.clbits + 7) // 8)
 
     def width(self, rows: int) -> int:
         """float64 values per result part (evs or stds) for ``rows`` rows of this PUB."""
@@ -61,7 +71,9 @@ class JobSpec:
     cost_units: float = 0.0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # vars(), not asdict(): asdict deep-copies every field, seconds for a job of 100k PUBs
+        data = {**vars(self), "pubs": [vars(p) for p in self.pubs]}
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> JobSpec:
@@ -132,3 +144,33 @@ def assemble(spec: JobSpec, results: dict[int, bytes]) -> list[dict[str, np.ndar
                 grad = np.concatenate([p[4] for p in pieces]).reshape(shape + (P,))  # type: ignore[misc]
             out.append({"evs": evs, "stds": stds, "gradient": grad})
     return out
+
+
+def assemble_samples(spec: JobSpec, results: dict[int, bytes]) -> list[dict[str, tuple[np.ndarray, int]]]:
+    """Sampler jobs: per PUB, per classical register, (uint8 (*shape, shots, bytes), num_bits)."""
+    pieces: list[list[tuple[int, bytes]]] = [[] for _ in spec.pubs]
+    for t, segments in enumerate(spec.tasks):
+        raw = results[t]
+        pos = 0
+        for i, start, stop in segments:
+            width = spec.pubs[i].sample_bytes(stop - start)
+            pieces[i].append((start, raw[pos : pos + width]))
+            pos += width
+    out = []
+    for pub, parts in zip(spec.pubs, pieces):
+        parts.sort(key=lambda p: p[0])
+        memory = np.frombuffer(b"".join(p[1] for p in parts), dtype=np.uint8)
+        memory = memory.reshape(pub.par_shape + (pub.shots, (pub.clbits + 7) // 8))
+        out.append({name: (register_bits(memory, clbits), len(clbits)) for name, clbits in pub.registers or []})
+    return out
+
+
+def register_bits(memory: np.ndarray, clbits: list[int]) -> np.ndarray:
+    """One register's bits out of packed clbit memory (both big-endian bytes, bit 0 last)."""
+    unpacked = np.unpackbits(memory, axis=-1, bitorder="big")  # clbit k at position -1-k
+    width = unpacked.shape[-1]
+    bits = unpacked[..., [width - 1 - k for k in reversed(clbits)]]  # most significant first
+    pad = -len(clbits) % 8
+    if pad:
+        bits = np.concatenate([np.zeros(bits.shape[:-1] + (pad,), np.uint8), bits], axis=-1)
+    return np.packbits(bits, axis=-1, bitorder="big")

@@ -26,7 +26,7 @@ from service.backends import Backend, all_backends
 from service.devices.wukong72 import Wukong72Backend
 from service.settings import Settings
 from service.store import Store, TaskStats
-from service.tasks import JobSpec, pack_segment
+from service.tasks import JobSpec, PubSpec, Segment, pack_segment
 
 from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
@@ -72,8 +72,9 @@ class Runner:
         self.lease: str | None = None  # the lease of the task this process holds, from take to end
         self._adapters: dict[str, Engine] = {}
         self._specs = _LRU(64)
-        self._pubs = _LRU(256)  # (job, pub) -> (program, values, pairs)
+        self._pubs = _LRU(8192)  # (job, pub) -> (program, values, pairs); a task may hold thousands
         self._programs = _LRU(128)  # content hash -> Program
+        self._payload: dict[str, bytes | None] = {}  # the running task's prefetched payloads
 
     def warm_up(self) -> None:
         from qiskit import QuantumCircuit
@@ -93,12 +94,29 @@ class Runner:
                 self._specs.put(job_id, spec)
         return spec  # type: ignore[no-any-return]
 
-    def _pub(self, job_id: str, i: int, rows: int) -> tuple[Program, np.ndarray, np.ndarray | None]:
+    def _prefetch(self, job_id: str, spec: JobSpec, segments: list[Segment]) -> None:
+        """Load the payloads of a task's PUBs in one round trip (a task may hold thousands of small PUBs)."""
+        missing = sorted({s.pub for s in segments if (job_id, s.pub) not in self._pubs})
+        if len(missing) < 2:
+            return
+        fields = [f"{kind}{i}" for i in missing for kind in "px"]
+        fields += sorted({f"c{_ref(spec.pubs[i].circuit, i)}" for i in missing})
+        fields += sorted({f"o{_ref(spec.pubs[i].obs, i)}" for i in missing})
+        self._payload = dict(zip(fields, self.store.data(job_id, fields)))
+
+    def _data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
+        if all(f in self._payload for f in fields):
+            return [self._payload[f] for f in fields]
+        return self.store.data(job_id, fields)
+
+    def _pub(self, job_id: str, i: int, pub: PubSpec) -> tuple[Program, np.ndarray, np.ndarray | None]:
         key = (job_id, i)
         cached = self._pubs.hit(key)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        circuit_raw, values_raw, obs_raw, pairs_raw = self.store.data(job_id, [f"c{i}", f"p{i}", f"o{i}", f"x{i}"])
+        rows = pub.num_values
+        c, o = _ref(pub.circuit, i), _ref(pub.obs, i)
+        circuit_raw, values_raw, obs_raw, pairs_raw = self._data(job_id, [f"c{c}", f"p{i}", f"o{o}", f"x{i}"])
         if circuit_raw is None or values_raw is None or obs_raw is None:
             raise LookupError(f"payload of job {job_id} pub {i} is gone (expired or deleted)")
         digest = hashlib.sha256(circuit_raw + b"\0" + obs_raw).hexdigest()
@@ -107,6 +125,7 @@ class Runner:
             (circuit,) = qpy.load(io.BytesIO(circuit_raw))
             observables = [SparsePauliOp.from_list(list(o.items())) for o in json.loads(obs_raw)]
             program = self._programs.put(digest, Program(circuit, observables))
+            program.cache["digest"] = digest
         P = program.circuit.num_parameters
         values = np.frombuffer(values_raw, dtype="<f8").reshape(rows, P)
         pairs = None if pairs_raw is None else np.frombuffer(pairs_raw, dtype="<i8").reshape(-1, 2)
@@ -194,6 +213,32 @@ class Runner:
             except Exception as exc:  # Redis away: the lease lapses and the task runs again (at least once)
                 log.warning("could not drop lease %s: %s", lease, exc)
 
+    @staticmethod
+    def _mergeable(pub: PubSpec) -> bool:
+        # exact estimates only: shot-based segments keep a seed of their own
+        return pub.mode == "product" and not pub.shots and pub.primitive == "estimator"
+
+    def _runs(self, spec: JobSpec, segments: list[Segment]) -> list[list[Segment]]:
+        """Consecutive segments whose PUBs share circuit, observables and options run together."""
+        runs: list[list[Segment]] = []
+        last_key: Any = None
+        for seg in segments:
+            pub = spec.pubs[seg.pub]
+            key = None
+            if self._mergeable(pub):
+                key = (_ref(pub.circuit, seg.pub), _ref(pub.obs, seg.pub), pub.gradient)
+            if key is not None and key == last_key:
+                runs[-1].append(seg)
+            else:
+                runs.append([seg])
+            last_key = key
+        return runs
+
+    def sample(self, program: Program, block: Block, backend: str) -> bytes:
+        """Packed clbit memory of a block, (rows, shots, bytes) uint8, on the backend's sampler engine."""
+        engine: Any = self.device_engine(backend) if self.backends[backend].is_device else self.engines["aer"]
+        return np.ascontiguousarray(engine.sample(program, block), dtype=np.uint8).tobytes()
+
     def renew_leases_forever(self) -> None:
         """Keeps the held task's lease alive while this process lives (a daemon thread)."""
         while True:
@@ -210,34 +255,66 @@ class Runner:
         engines_used: list[str] = []
         meta: dict[str, Any] = {}
         t0 = time.perf_counter()
-        for i, start, stop in spec.tasks[task]:
+        segments = spec.tasks[task]
+        self._payload = {}
+        self._prefetch(job_id, spec, segments)
+        for run in self._runs(spec, segments):
+            i, start, stop = run[0]
             pub = spec.pubs[i]
-            program, values, pairs = self._pub(job_id, i, pub.num_values)
-            seed = None if spec.seed is None else (spec.seed + 7919 * task + i) % 2**63
+            program, values, pairs = self._pub(job_id, i, pub)
+            if len(run) > 1:  # PUBs sharing one program: one engine call, split afterwards
+                full = Block(np.concatenate([self._pub(job_id, j, spec.pubs[j])[1][a:b] for j, a, b in run]))
+            elif pub.mode == "product":
+                full = Block(values[start:stop])
+            else:
+                rows = pairs[start:stop]  # type: ignore[index]
+                full = Block(values[rows[:, 1]], rows[:, 0])
+            sampler = pub.primitive == "sampler"
             # Compute in chunks of about one task quantum, and stop between them once the job is
             # cancelled or failed: a long segment must not hold the worker for a job nobody waits for.
             step = max(1, int(self.settings.task_target_s / max(pub.row_seconds, 1e-9)))
-            chunks = []
-            for c, lo in enumerate(range(start, stop, step)):
+            chunks: list[Any] = []
+            engine = ""
+            for c, lo in enumerate(range(0, len(full.values), step)):
                 if c and self.store.job_field(job_id, "status") in ("cancelled", "failed"):
                     log.info("task %s of job %s stopped: the job is final", task, job_id)
                     return -1
-                hi = min(stop, lo + step)
-                chunk_seed = None if seed is None else (seed + 104729 * c) % 2**63
-                if pub.mode == "product":
-                    block = Block(values[lo:hi], shots=pub.shots, seed=chunk_seed, noise=spec.noise)
+                hi = lo + step
+                obs_index = None if full.obs_index is None else full.obs_index[lo:hi]
+                block = Block(full.values[lo:hi], obs_index, shots=pub.shots, noise=spec.noise)
+                # A sampler seeds each bound circuit with the job's seed, as Qiskit's reference
+                # sampler does; an estimate's seed comes from the chunk's content, so identical
+                # PUBs give identical values wherever they land.
+                block.seed = spec.seed if sampler else block_seed(spec.seed, program, block)
+                if sampler:
+                    chunks.append(self.sample(program, block, backend))
+                    engine = f"{backend}-sampler"
                 else:
-                    rows = pairs[lo:hi]  # type: ignore[index]
-                    block = Block(values[rows[:, 1]], rows[:, 0], shots=pub.shots, seed=chunk_seed, noise=spec.noise)
-                *result, engine = self.compute(program, block, pub.gradient, backend)
-                chunks.append(result)
+                    *result, engine = self.compute(program, block, pub.gradient, backend)
+                    chunks.append(result)
             engines_used.append(engine)
+            if sampler:
+                parts.append(b"".join(chunks))
+                if backend == self.device.backend.name:
+                    meta[str(i)] = self.device.describe_sample(program, block)
+                continue
             evs = np.concatenate([r[0] for r in chunks], axis=-1)
             stds = np.concatenate([r[1] for r in chunks], axis=-1)
             grad = None if chunks[0][2] is None else np.concatenate([r[2] for r in chunks], axis=-2)
-            parts.append(pack_segment(evs, stds, grad))
+            if len(run) == 1:
+                parts.append(pack_segment(evs, stds, grad))
+            else:
+                pos = 0
+                for _, a, b in run:
+                    cols = slice(pos, pos + b - a)
+                    parts.append(pack_segment(evs[:, cols], stds[:, cols], None if grad is None else grad[:, cols]))
+                    pos += b - a
             if backend == self.device.backend.name:
-                meta[str(i)] = self.device.describe(program, block)
+                for j, _, _ in run:
+                    meta[str(j)] = self.device.describe(program, block)
+            elif spec.seed is not None and block.shots:
+                meta[str(i)] = {"seed": block.seed}
+        self._payload = {}
         if meta:
             self.store.set_task_meta(job_id, task, meta)
         stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
@@ -284,3 +361,22 @@ def on_task_failed(job: Any, connection: Any, type: Any, value: Any, traceback: 
     trace = "".join(format_exception(type, value, traceback)) if type else ""
     _runner.store.record_failure(job_id, task, backend or "", tenant or "", reason, str(value), trace)
     _runner.store.finish(job_id, "failed", "task_failed", f"task {task} failed: {reason}: {value}")
+
+
+def _ref(index: int, own: int) -> int:
+    """A PUB's payload blob: its own, or (index >= 0) the first PUB's with the same content."""
+    return own if index < 0 else index
+
+
+def block_seed(seed: int | None, program: Program, block: Block) -> int | None:
+    """A block's seed from the job's seed and the block's content: identical PUBs given one
+    seed give identical values, wherever the planner put them."""
+    if seed is None:
+        return None
+    h = hashlib.sha256(str(int(seed)).encode())
+    h.update(str(program.cache.get("digest", "")).encode())
+    h.update(np.ascontiguousarray(block.values).tobytes())
+    if block.obs_index is not None:
+        h.update(np.ascontiguousarray(block.obs_index).tobytes())
+    h.update(str(block.shots).encode())
+    return int.from_bytes(h.digest()[:7], "little")

@@ -104,7 +104,7 @@ def encode_observables(observables: Any) -> Any:
     return ObservablesArray.coerce(observables).tolist()
 
 
-def encode_pub(pub: Any) -> Pub:
+def encode_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
     """A tuple ``(circuit, observables[, parameter_values[, precision]])`` or a Qiskit EstimatorPub."""
     if hasattr(pub, "circuit") and hasattr(pub, "observables"):  # qiskit EstimatorPub
         values = pub.parameter_values.as_array(pub.circuit.parameters)
@@ -134,8 +134,8 @@ def encode_pub(pub: Any) -> Pub:
         )
     try:
         return Pub(
-            circuit=encode_circuit(circuit),
-            observables=encode_observables(observables),
+            circuit=encode_circuit(circuit) if table is None else table.index(circuit),
+            observables=encode_observables(observables) if table is None else table.observables(observables),
             parameter_values=encoded_values,
             precision=precision,
         )
@@ -143,6 +143,59 @@ def encode_pub(pub: Any) -> Pub:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "pub"
         raise _invalid(f"{where}: {first['msg']}", "invalid_pub") from None
+
+
+class CircuitTable:
+    """The circuits of one request, each sent once: PUBs that share a circuit name it by index."""
+
+    def __init__(self) -> None:
+        self.circuits: list[Circuit] = []
+        self._by_object: dict[int, tuple[Any, int]] = {}
+        self._by_data: dict[tuple[str, str], int] = {}
+        self._observables: dict[int, tuple[Any, Any]] = {}
+
+    def index(self, circuit: Any) -> int:
+        hit = self._by_object.get(id(circuit))
+        if hit is not None and hit[0] is circuit:
+            return hit[1]
+        encoded = encode_circuit(circuit)
+        key = (encoded.format, encoded.data)
+        if key not in self._by_data:
+            self._by_data[key] = len(self.circuits)
+            self.circuits.append(encoded)
+        self._by_object[id(circuit)] = (circuit, self._by_data[key])  # the object kept alive: ids stay unique
+        return self._by_data[key]
+
+    def observables(self, observables: Any) -> Any:
+        """Encoded once per object: a training batch repeats one observables list in every PUB."""
+        hit = self._observables.get(id(observables))
+        if hit is not None and hit[0] is observables:
+            return hit[1]
+        encoded = encode_observables(observables)
+        self._observables[id(observables)] = (observables, encoded)
+        return encoded
+
+
+def encode_sampler_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
+    """A circuit, a tuple ``(circuit[, parameter_values[, shots]])`` or a Qiskit SamplerPub."""
+    if hasattr(pub, "circuit") and hasattr(pub, "parameter_values") and hasattr(pub, "shots"):
+        pub = (pub.circuit, pub.parameter_values.as_array(pub.circuit.parameters), pub.shots)
+    if isinstance(pub, str) or not isinstance(pub, Sequence):
+        pub = (pub,)
+    if not 1 <= len(pub) <= 3:
+        raise TypeError("a sampler PUB is (circuit[, parameter_values[, shots]])")
+    circuit, *rest = pub
+    values = rest[0] if rest else None
+    shots = rest[1] if len(rest) > 1 else None
+    encoded_values = None
+    if values is not None:
+        arr = np.asarray(values, dtype=np.float64)
+        encoded_values = encode_array(arr) if arr.size or arr.ndim > 1 else None
+    return Pub(
+        circuit=encode_circuit(circuit) if table is None else table.index(circuit),
+        parameter_values=encoded_values,
+        shots=None if shots is None else int(shots),
+    )
 
 
 class BaseClient:
@@ -185,14 +238,23 @@ class BaseClient:
         gradient: str | None,
         priority: str = "normal",
         noise: bool | None = None,
+        primitive: str = "estimator",
     ) -> dict[str, Any]:
         options = validate_options(
             precision=precision, shots=shots, seed=seed, gradient=gradient, priority=priority, noise=noise
         )
-        encoded = [encode_pub(p) for p in pubs]
+        table = CircuitTable()  # a circuit shared by many PUBs is sent once
+        encode = encode_sampler_pub if primitive == "sampler" else encode_pub
+        encoded = [encode(p, table) for p in pubs]
         if not encoded:
             raise _invalid("no PUBs to run", "invalid_pub", "pass a list of (circuit, observables, values) tuples")
-        request = JobRequest(backend=backend, pubs=encoded, options=options)
+        request = JobRequest(
+            backend=backend,
+            primitive=primitive,  # type: ignore[arg-type]
+            circuits=table.circuits,
+            pubs=encoded,
+            options=options,
+        )
         return request.model_dump(mode="json", exclude_none=True)
 
     def _check(self, response: httpx.Response) -> Any:
@@ -237,3 +299,58 @@ RETRYABLE = (RateLimitedError, ServerError, httpx.TransportError)
 
 def _backoff(attempt: int) -> float:
     return float(min(0.1 * 2.0**attempt, 2.0))
+
+
+# (wire PUB index, row in it or None) per PUB the caller sent
+Layout = list[tuple[int, int | None]]
+
+
+def group_pubs(pubs: list[Any]) -> tuple[list[Any], Layout | None]:
+    """PUBs ``(circuit, observables, values[, precision 0])`` that share one circuit object,
+    equal observables and one values shape, stacked into one PUB along a new first axis: a
+    training library's thousand one-row PUBs travel, parse, plan and come back as one. Only
+    for exact, unseeded jobs (the caller's to check); None when nothing groups."""
+    groups: dict[Any, list[int]] = {}
+    stacked: list[tuple[Any, Any, np.ndarray] | None] = []
+    obs_keys: dict[int, tuple[Any, str]] = {}  # the object kept alive: ids stay unique
+    for i, pub in enumerate(pubs):
+        stacked.append(None)
+        if not isinstance(pub, tuple) or not 3 <= len(pub) <= 4 or (len(pub) == 4 and pub[3]):
+            continue
+        circuit, observables, values = pub[:3]
+        if values is None or isinstance(circuit, str) or not getattr(circuit, "num_parameters", 0):
+            continue
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue  # encode_pub says what is wrong
+        if arr.ndim == 0 or arr.shape[-1] != circuit.num_parameters:
+            continue
+        stacked[i] = (circuit, observables, arr)
+        if id(observables) not in obs_keys:  # one repr per object: a shared list is common
+            obs_keys[id(observables)] = (observables, repr(observables))
+        key = (id(circuit), obs_keys[id(observables)][1], arr.shape)
+        groups.setdefault(key, []).append(i)
+    if not any(len(members) > 1 for members in groups.values()):
+        return pubs, None
+    wire: list[Any] = []
+    layout: Layout = [(-1, None)] * len(pubs)
+    placed: set[int] = set()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        circuit, observables, first = stacked[members[0]]  # type: ignore[misc]
+        obs_dims = np.asarray(encode_observables(observables), dtype=object).ndim
+        par_dims = first.ndim - 1
+        values = np.stack([stacked[m][2] for m in members])  # type: ignore[index]
+        # a new leading axis that the observables do not broadcast into: (N, 1.., S, P)
+        values = values.reshape((len(members),) + (1,) * max(0, obs_dims - par_dims) + first.shape)
+        for row, m in enumerate(members):
+            layout[m] = (len(wire), row)
+            placed.add(m)
+        wire.append((circuit, observables, values))
+    for i, pub in enumerate(pubs):
+        if i not in placed:
+            layout[i] = (len(wire), None)
+            wire.append(pub)
+    return wire, layout

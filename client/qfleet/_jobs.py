@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import parse
 from .errors import APIError, JobCancelledError, JobFailedError, JobTimeoutError, QfleetError
-from .results import JobResult
+from .results import JobResult, ungroup
 from .wire import JobInfo, JobResultBody
 
 if TYPE_CHECKING:
@@ -63,12 +63,13 @@ def _cancelled_by_ctrl_c() -> bool:
 class _BaseJob:
     """What the twins share: the job id and every pure decision of the wait loop."""
 
-    __slots__ = ("id", "cancel_on_error", "_inside")
+    __slots__ = ("id", "cancel_on_error", "_inside", "layout")
 
     def __init__(self, job_id: str, cancel_on_error: bool = False) -> None:
         self.id = job_id
         self.cancel_on_error = cancel_on_error
         self._inside = False  # inside a ``with job:`` block
+        self.layout: list[tuple[int, int | None]] | None = None  # PUBs sent stacked (client.estimate)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id}>"
@@ -203,7 +204,7 @@ class Job(_BaseJob):
                 elif show is not None:
                     show(item)
         assert body is not None, "the wait loop ends with a result or an error"
-        return JobResult.from_wire(body)
+        return ungroup(JobResult.from_wire(body), self.layout)
 
     def stream(self, timeout: float | None = None) -> Iterator[JobInfo]:
         """Yield the job's status each time it changes, ending with its final status.
@@ -276,7 +277,7 @@ class AsyncJob(_BaseJob):
                 elif show is not None:
                     show(item)
         assert body is not None, "the wait loop ends with a result or an error"
-        return JobResult.from_wire(body)
+        return ungroup(JobResult.from_wire(body), self.layout)
 
     async def stream(self, timeout: float | None = None) -> AsyncIterator[JobInfo]:
         """Yield the job's status each time it changes, ending with its final status."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient, parse
+from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient, group_pubs, parse
 from ._jobs import AsyncJob, Job
 from .wire import BackendInfo, JobInfo
 
@@ -109,7 +109,37 @@ class Client(BaseClient):
 
         Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
         """
+        pubs, layout = _stacked(pubs, precision, shots, seed)
         body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
+        info = parse(
+            JobInfo,
+            self._request(
+                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+            ),
+        )
+        job = Job(self, info.id, cancel_on_error)
+        job.layout = layout
+        return job
+
+    def sample(
+        self,
+        pubs: Iterable[Any],
+        *,
+        backend: str = "aer",
+        shots: int | None = None,
+        seed: int | None = None,
+        priority: str = "normal",
+        noise: bool | None = None,
+        cancel_on_error: bool = False,
+    ) -> Job:
+        """Submit sampler PUBs ``circuit`` or ``(circuit[, parameter_values[, shots]])``; the
+        results hold, per PUB, ``registers``: name -> (bits as Qiskit's BitArray lays them out,
+        number of bits). ``qfleet.qiskit.Sampler`` turns them into ``BitArray``.
+
+        >>> job = client.sample([(circuit, [[0.1], [0.2]], 1000)], seed=7)
+        >>> bits, num_bits = job.result(timeout=60)[0].registers["meas"]
+        """
+        body = self._job_request(pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler")
         info = parse(
             JobInfo,
             self._request(
@@ -193,7 +223,31 @@ class AsyncClient(BaseClient):
         cancel_on_error: bool = False,
     ) -> AsyncJob:
         """Submit PUBs; returns an :class:`AsyncJob`. See :meth:`Client.estimate`."""
+        pubs, layout = _stacked(pubs, precision, shots, seed)
         body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
+        info = parse(
+            JobInfo,
+            await self._request(
+                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+            ),
+        )
+        job = AsyncJob(self, info.id, cancel_on_error)
+        job.layout = layout
+        return job
+
+    async def sample(
+        self,
+        pubs: Iterable[Any],
+        *,
+        backend: str = "aer",
+        shots: int | None = None,
+        seed: int | None = None,
+        priority: str = "normal",
+        noise: bool | None = None,
+        cancel_on_error: bool = False,
+    ) -> AsyncJob:
+        """Submit sampler PUBs; returns an :class:`AsyncJob`. See :meth:`Client.sample`."""
+        body = self._job_request(pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler")
         info = parse(
             JobInfo,
             await self._request(
@@ -210,3 +264,13 @@ class AsyncClient(BaseClient):
 
     async def backend(self, name: str) -> BackendInfo:
         return parse(BackendInfo, await self._request("GET", f"/v1/backends/{name}"))
+
+
+def _stacked(pubs: Iterable[Any], precision: float | None, shots: int | None, seed: int | None) -> tuple[Any, Any]:
+    """Exact, unseeded jobs send PUBs that share a circuit, observables and values shape as one
+    stacked PUB (see ``_base.group_pubs``); the job hands back one result per PUB sent. Shot-based
+    or seeded jobs go as they are: there each PUB keeps seeds of its own."""
+    pubs = list(pubs)
+    if precision or shots or seed is not None:
+        return pubs, None
+    return group_pubs(pubs)

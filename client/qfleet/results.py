@@ -18,6 +18,8 @@ class PubResult:
     stds: np.ndarray
     gradient: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # sampler PUBs: register name -> (uint8 array (*shape, shots, bytes), number of bits)
+    registers: dict[str, tuple[np.ndarray, int]] | None = None
 
 
 class JobResult(list[PubResult]):
@@ -36,7 +38,32 @@ class JobResult(list[PubResult]):
                 stds=decode_array(r.stds),
                 gradient=None if r.gradient is None else decode_array(r.gradient),
                 metadata=r.metadata,
+                registers=None
+                if r.registers is None
+                else {k: (decode_array(v.bits, "uint8"), v.num_bits) for k, v in r.registers.items()},
             )
             for r in payload.results
         ]
         return cls(payload.id, items, payload.metadata)
+
+
+def ungroup(result: JobResult, layout: list[tuple[int, int | None]] | None) -> JobResult:
+    """The results of PUBs that travelled stacked (``_base.group_pubs``), one per PUB sent."""
+    if layout is None:
+        return result
+    items = []
+    for w, row in layout:
+        r = result[w]
+        if row is None:
+            items.append(r)
+            continue
+        evs = r.evs[row]
+        items.append(
+            PubResult(
+                evs=evs,
+                stds=r.stds[row],
+                gradient=None if r.gradient is None else r.gradient[row],
+                metadata={**r.metadata, "shape": list(evs.shape)},
+            )
+        )
+    return JobResult(result.job_id, items, result.metadata)

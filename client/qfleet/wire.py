@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 GradientMethod = Literal["parameter-shift", "adjoint", "auto"]
-DType = Literal["float64", "float32", "int64", "int32"]
+DType = Literal["float64", "float32", "int64", "int32", "uint8"]
+Primitive = Literal["estimator", "sampler"]
 Priority = Literal["high", "normal", "low"]
 
 EXAMPLE_QASM = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit[2] q; ry(a) q[0]; cx q[0], q[1];'
@@ -118,7 +119,8 @@ class Circuit(BaseModel):
 
 
 class Pub(BaseModel):
-    """One primitive unified bloc, with Qiskit EstimatorV2 semantics."""
+    """One primitive unified bloc, with Qiskit EstimatorV2 semantics (or SamplerV2's, in a
+    sampler job: no observables, and ``shots`` of its own)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -132,10 +134,13 @@ class Pub(BaseModel):
         }
     )
 
-    circuit: Circuit
+    circuit: Circuit | int = Field(
+        description="The circuit, or the index of one in the job's `circuits` (send a shared circuit once)."
+    )
     observables: Any = Field(
-        description="A Pauli label ('ZI'), a {label: real coeff} dict (a sum of Paulis), or nested lists of "
-        "them; the nesting is the observables' array shape. " + PAULI_ORDER
+        default=None,
+        description="Estimator PUBs: a Pauli label ('ZI'), a {label: real coeff} dict (a sum of Paulis), or "
+        "nested lists of them; the nesting is the observables' array shape. Sampler PUBs have none. " + PAULI_ORDER,
     )
     parameter_values: Array | list[Any] | float | None = Field(
         default=None,
@@ -148,6 +153,7 @@ class Pub(BaseModel):
         allow_inf_nan=False,
         description="Target standard error of each expectation value; 0 is exact.",
     )
+    shots: int | None = Field(default=None, ge=1, description="Sampler PUBs: shots per parameter set.")
 
 
 class JobOptions(BaseModel):
@@ -202,6 +208,13 @@ class JobRequest(BaseModel):
     )
 
     backend: str = Field(default="aer", description="A name from GET /v1/backends.")
+    primitive: Primitive = Field(
+        default="estimator",
+        description="'estimator': expectation values; 'sampler': bit strings per classical register.",
+    )
+    circuits: list[Circuit] = Field(
+        default_factory=list, description="Circuits that PUBs name by index; a circuit shared by many PUBs goes once."
+    )
     pubs: list[Pub] = Field(min_length=1, description="Results come back one per PUB, in this order.")
     options: JobOptions = Field(default_factory=JobOptions)
 
@@ -273,11 +286,23 @@ class JobInfo(BaseModel):
     error: ErrorDetail | None = Field(default=None, description="Why a failed job failed.")
 
 
-class PubResultBody(BaseModel):
-    """One PUB's result; ``evs`` and ``stds`` have the PUB's broadcast shape (float64 Arrays)."""
+class BitArrayData(BaseModel):
+    """One classical register's samples, laid out as Qiskit's ``BitArray``: uint8 of shape
+    (*PUB shape, shots, ceil(num_bits / 8)), big-endian bytes (bit 0 is the last byte's lowest)."""
 
-    evs: Array = Field(description="Expectation values, shape = the PUB's broadcast shape.")
-    stds: Array = Field(description="Standard errors of evs, same shape (zeros when exact).")
+    num_bits: int
+    bits: Array
+
+
+class PubResultBody(BaseModel):
+    """One PUB's result; for an estimator PUB ``evs`` and ``stds`` have the PUB's broadcast
+    shape (float64 Arrays); for a sampler PUB ``registers`` hold its samples."""
+
+    evs: Array | None = Field(default=None, description="Estimator PUBs: expectation values, the PUB's shape.")
+    stds: Array | None = Field(default=None, description="Estimator PUBs: standard errors of evs (zeros when exact).")
+    registers: dict[str, BitArrayData] | None = Field(
+        default=None, description="Sampler PUBs: samples per classical register, by register name."
+    )
     gradient: Array | None = Field(
         default=None,
         description="d(evs)/d(parameter_values), shape evs.shape + (P,), the last axis in parameter order; "

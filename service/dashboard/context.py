@@ -162,7 +162,8 @@ def job_detail(jobs: JobService, job_id: str) -> dict[str, Any] | None:
     done = store.done_tasks(job_id)
     total = int(record["tasks_total"])
     summary = []
-    if record["status"] == "done":
+    sampler = bool(spec.pubs) and spec.pubs[0].primitive == "sampler"  # bit arrays: no evs to summarize
+    if record["status"] == "done" and not sampler:
         for i, arrays in enumerate(assemble(spec, store.results(job_id))):
             evs = arrays["evs"]
             assert evs is not None

@@ -124,3 +124,36 @@ def test_ibm_runtime_path_runs_on_a_fake_backend() -> None:
     )
     assert evs.shape == stds.shape == (2, 3) and np.all(stds > 0)
     assert np.max(np.abs(evs - exact(circuit, observables, values))) < 0.3  # a noisy fake device, near the ideal
+
+
+def test_origin_sampler_translation_on_pyqpanda3s_simulator() -> None:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter
+
+    from service.tasks import register_bits
+    from worker.engines.origin import OriginEngine
+
+    theta = Parameter("t")
+    qc = QuantumCircuit(2, 3)
+    qc.ry(theta, 0)
+    qc.cx(0, 1)
+    qc.measure([0, 1], [2, 0])  # clbit 2 reads qubit 0, clbit 0 reads qubit 1
+    memory = OriginEngine(None).sample(Program(qc, []), Block(values=np.array([[0.0], [np.pi]]), shots=300, seed=2))
+    assert memory.shape == (2, 300, 1)
+    assert np.all(register_bits(memory, [0, 1, 2])[0] == 0)
+    assert np.all(register_bits(memory, [0, 1, 2])[1] == 0b101)
+
+
+def test_ibm_sampler_runs_on_a_fake_backend() -> None:
+    from qiskit import QuantumCircuit
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+    from worker.engines.ibm import IBMEngine
+
+    qc = QuantumCircuit(2, 2)
+    qc.x(1)
+    qc.measure([0, 1], [0, 1])
+    memory = IBMEngine(FakeManilaV2()).sample(Program(qc, []), Block(values=np.zeros((2, 0)), shots=2000, seed=1))
+    assert memory.shape == (2, 2000, 1)
+    ones = np.mean(memory[..., 0] == 0b10)
+    assert ones > 0.8  # a noisy fake device, near the ideal "10"

@@ -70,3 +70,25 @@ def as_block_result(data: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.n
     """evs and stds of a PUB result in the block's shape (a parameter-free circuit runs once, tiled)."""
     evs = np.broadcast_to(np.asarray(data.evs, dtype=float), shape).copy()
     return evs, np.broadcast_to(np.asarray(data.stds, dtype=float), shape).copy()
+
+
+SAMPLER_REGISTER = "_qfleet_all"
+
+
+def with_all_clbits(circuit: QuantumCircuit) -> QuantumCircuit:
+    """The circuit plus one register aliasing all its clbits, in order: a sampler's output for
+    that register is the whole clbit memory, which the service splits into the user's registers."""
+    from qiskit import ClassicalRegister
+
+    out = circuit.copy()
+    if circuit.num_clbits:
+        out.add_register(ClassicalRegister(name=SAMPLER_REGISTER, bits=out.clbits))
+    return out
+
+
+def memory_of(data: Any, rows: int, shots: int, num_clbits: int) -> np.ndarray:
+    """(rows, shots, bytes) uint8 from a SamplerV2 PUB result over :func:`with_all_clbits`."""
+    if not num_clbits:
+        return np.zeros((rows, shots, 0), dtype=np.uint8)
+    array = np.asarray(getattr(data, SAMPLER_REGISTER).array, dtype=np.uint8)
+    return np.broadcast_to(array.reshape((-1,) + array.shape[-2:]), (rows,) + array.shape[-2:])

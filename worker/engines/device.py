@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
-from qiskit.primitives import BackendEstimatorV2
+from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2
 from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_aer import AerSimulator
@@ -28,7 +28,7 @@ from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, therm
 from service.backends import DEFAULT_SHOTS
 from service.devices.wukong72 import Wukong72Backend
 
-from . import Block, Program, as_block_result, block_pub
+from . import Block, Program, as_block_result, block_pub, memory_of, with_all_clbits
 
 
 @dataclass
@@ -165,5 +165,65 @@ class DeviceEngine:
             "transpiled_depth": compiled.depth,
             "two_qubit_gates": compiled.two_qubit_gates,
             "physical_qubits": compiled.physical,
+            "noise": block.noise,
+        }
+
+    def _compile_sampler(self, program: Program) -> tuple[QuantumCircuit, list[int], list[int], int]:
+        """Transpiled onto the device with its measurements, then compacted onto the physical
+        qubits in use (clbits and registers kept): a measure on compact qubit i reads physical
+        qubit physical[i], whose readout error the noise model carries."""
+        key = f"device-sampler:{self.backend.name}"
+        cached = program.cache.get(key)
+        if cached is None:
+            transpiled = self.pass_manager.run(with_all_clbits(program.circuit))
+            used = {
+                transpiled.find_bit(q).index
+                for inst in transpiled.data
+                if inst.operation.name not in ("barrier", "delay")
+                for q in inst.qubits
+            }
+            physical = sorted(used) or [0]
+            index = {p: i for i, p in enumerate(physical)}
+            compact = QuantumCircuit(len(physical))
+            compact.add_bits(transpiled.clbits)
+            for creg in transpiled.cregs:
+                compact.add_register(creg)
+            for inst in transpiled.data:
+                if inst.operation.name in ("barrier", "delay"):
+                    continue
+                qubits = [compact.qubits[index[transpiled.find_bit(q).index]] for q in inst.qubits]
+                compact.append(inst.operation, qubits, inst.clbits)
+            names = [p.name for p in program.circuit.parameters]
+            columns = [names.index(p.name) for p in compact.parameters]
+            cached = program.cache[key] = (compact, physical, columns, transpiled.depth())
+        return cached  # type: ignore[no-any-return]
+
+    def sample(self, program: Program, block: Block) -> np.ndarray:
+        """Packed clbit memory (rows, shots, bytes) from the noisy device model, readout error included."""
+        compact, physical, columns, _ = self._compile_sampler(program)
+        method = self.method(len(physical), block.noise)
+        simulator = AerSimulator(
+            method=method,
+            noise_model=self.noise_model(physical) if block.noise else None,
+            max_parallel_threads=self.threads,
+        )
+        sampler = BackendSamplerV2(backend=simulator, options={"seed_simulator": block.seed})
+        rows = len(block.values)
+        values = block.values[:, columns] if compact.num_parameters else np.zeros((rows, 0))
+        with self.semaphore() if self.semaphore else nullcontext():
+            data = sampler.run([(compact, values, block.shots)]).result()[0].data
+            if self.shot_time_s:
+                time.sleep(self.shot_time_s * block.shots * rows)
+        return memory_of(data, rows, block.shots, compact.num_clbits)
+
+    def describe_sample(self, program: Program, block: Block) -> dict[str, Any]:
+        _, physical, _, depth = self._compile_sampler(program)
+        return {
+            "engine": f"aer-{self.method(len(physical), block.noise)}" + ("-noisy" if block.noise else ""),
+            "shots": block.shots,
+            "seed": block.seed,
+            "calibration": self.calibration["id"],
+            "transpiled_depth": depth,
+            "physical_qubits": physical,
             "noise": block.noise,
         }

@@ -15,7 +15,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 
 from service.backends import DEFAULT_SHOTS
 
-from . import Block, Program, as_block_result, block_pub
+from . import Block, Program, as_block_result, block_pub, memory_of, with_all_clbits
 
 
 class IBMEngine:
@@ -50,3 +50,20 @@ class IBMEngine:
                 estimator.options.simulator.seed_simulator = block.seed
             data = estimator.run([pub], precision=1 / np.sqrt(shots)).result()[0].data
         return as_block_result(data, shape)
+
+    def sample(self, program: Program, block: Block) -> np.ndarray:
+        """Packed clbit memory (rows, shots, bytes) from qiskit-ibm-runtime's SamplerV2 in batch
+        mode, on the circuit transpiled to the backend's ISA (measurements follow the layout)."""
+        from qiskit_ibm_runtime import Batch, SamplerV2
+
+        isa = program.cache.get("ibm-sampler")
+        if isa is None:
+            isa = program.cache["ibm-sampler"] = self.pass_manager.run(with_all_clbits(program.circuit))
+        rows = len(block.values)
+        values = block.values if isa.num_parameters else np.zeros((rows, 0))
+        with Batch(backend=self.backend) as batch:
+            sampler = SamplerV2(mode=batch)
+            if block.seed is not None and hasattr(sampler.options, "simulator"):
+                sampler.options.simulator.seed_simulator = block.seed
+            data = sampler.run([(isa, values, block.shots)]).result()[0].data
+        return memory_of(data, rows, block.shots, isa.num_clbits)

@@ -173,3 +173,29 @@ class OriginEngine:
         pub, shape = block_pub(circuit, program.observables, block)
         data = estimator.run([pub]).result()[0].data
         return as_block_result(data, shape)
+
+    def sample(self, program: Program, block: Block) -> np.ndarray:
+        """Packed clbit memory (rows, shots, bytes). An Origin QPU answers counts, so each row's
+        shots are its counts in a random order (seeded): the same distribution, as BitArray holds it."""
+        circuit = program.cache.get("origin")
+        if circuit is None:
+            circuit = program.cache["origin"] = transpile(program.circuit, basis_gates=BASIS, optimization_level=1)
+        rows = len(block.values)
+        bound = [circuit.assign_parameters(v) if circuit.num_parameters else circuit for v in block.values]
+        backend = self._backend(circuit.num_qubits)
+        nbytes = (circuit.num_clbits + 7) // 8
+        out = np.zeros((rows, block.shots, nbytes), dtype=np.uint8)
+        # pyqpanda3 counts over the measured clbits only, in index order, the highest leftmost
+        measured = sorted({circuit.find_bit(i.clbits[0]).index for i in circuit.data if i.operation.name == "measure"})
+        rng = np.random.default_rng(block.seed)
+        for start in range(0, rows, MAX_BATCH):
+            result = backend.run(bound[start : start + MAX_BATCH], shots=block.shots).result()
+            for j in range(len(bound[start : start + MAX_BATCH])):
+                counts = result.data(j)["counts"]
+                compact = np.array([int(k, 16) for k in counts], dtype=np.int64)
+                full = sum(((compact >> j) & 1) << c for j, c in enumerate(measured)) if measured else compact * 0
+                outcomes = np.repeat(np.asarray(full, dtype=np.int64), list(counts.values()))
+                outcomes = rng.permutation(outcomes)[: block.shots]
+                shifts = 8 * np.arange(nbytes - 1, -1, -1)
+                out[start + j, : len(outcomes)] = (outcomes[:, None] >> shifts) & 0xFF
+        return out

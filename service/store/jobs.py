@@ -1,0 +1,191 @@
+"""Jobs in Redis: records, payload blobs, result slices, and the task lifecycle workers drive."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..tasks import JobSpec
+from .base import StoreBase
+from .keys import (
+    histogram_bucket,
+    usage_hour,
+)
+from .stats import TaskStats
+
+
+class JobRecords(StoreBase):
+    def create_job(
+        self,
+        job_id: str,
+        tenant: str,
+        backend: str,
+        spec: JobSpec,
+        data: dict[str, bytes],
+        tasks_total: int,
+        queue: str = "",
+        shots: int = 0,
+        pipe: Any = None,
+    ) -> float:
+        """Write a new job; within ``pipe`` (executed by the caller, with the job's tasks) if given."""
+        now = time.time()
+        k = self.keys
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=True) if own else pipe
+        pipe.hset(k.job_data(job_id), mapping=data)  # type: ignore[arg-type]
+        pipe.expire(k.job_data(job_id), self.ttl_s)
+        pipe.hset(
+            k.job(job_id),
+            mapping={
+                "tenant": tenant,
+                "backend": backend,
+                "status": "queued",
+                "created_at": repr(now),
+                "tasks_total": tasks_total,
+                "queue": queue,
+                "spec": spec.to_json(),
+            },
+        )
+        pipe.expire(k.job(job_id), self.ttl_s)
+        pipe.zadd(k.tenant_jobs(tenant), {job_id: now})
+        pipe.expire(k.tenant_jobs(tenant), self.ttl_s)
+        pipe.sadd(k.tenant_inflight(tenant), job_id)
+        pipe.zadd(k.all_jobs, {job_id: now})
+        pipe.hincrby(k.counters, "jobs_submitted", 1)
+        hour = usage_hour(now)
+        pipe.hincrby(k.usage(tenant), f"{hour}|jobs", 1)
+        pipe.hincrby(k.usage(tenant), f"{hour}|shots", int(shots))
+        pipe.expire(k.usage(tenant), 8 * 86400)
+        if own:
+            pipe.execute()
+        return now
+
+    def job(self, job_id: str) -> dict[str, str] | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        if not raw:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+
+    def job_field(self, job_id: str, name: str) -> str | None:
+        value = self.redis.hget(self.keys.job(job_id), name)
+        return None if value is None else value.decode()  # type: ignore[union-attr]
+
+    def job_fields(self, job_id: str, names: list[str]) -> list[str | None]:
+        values = self.redis.hmget(self.keys.job(job_id), names)
+        return [None if v is None else v.decode() for v in values]  # type: ignore[union-attr]
+
+    def spec(self, job_id: str) -> JobSpec | None:
+        raw = self.job_field(job_id, "spec")
+        return None if raw is None else JobSpec.from_json(raw)
+
+    def tasks_done(self, job_id: str) -> int:
+        return int(self.redis.scard(self.keys.job_done(job_id)))
+
+    def done_tasks(self, job_id: str) -> set[int]:
+        return {int(t) for t in self.redis.smembers(self.keys.job_done(job_id))}  # type: ignore[union-attr]
+
+    def job_rows(self, job_ids: list[str], fields: list[str]) -> list[tuple[str, dict[str, str | None], int]]:
+        """(id, the named fields, tasks done) of each job that still exists, in one round trip."""
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), fields)
+            pipe.scard(self.keys.job_done(job_id))
+        replies = pipe.execute()
+        rows = []
+        for job_id, values, done in zip(job_ids, replies[0::2], replies[1::2]):
+            if values[0] is not None:
+                rows.append((job_id, dict(zip(fields, (None if v is None else v.decode() for v in values))), int(done)))
+        return rows
+
+    def data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
+        return self.redis.hmget(self.keys.job_data(job_id), fields)  # type: ignore[return-value]
+
+    def results(self, job_id: str) -> dict[int, bytes]:
+        raw = self.redis.hgetall(self.keys.job_results(job_id))
+        return {int(k): v for k, v in raw.items()}  # type: ignore[misc]
+
+    def mark_started(self, job_id: str) -> None:
+        self._started(keys=[self.keys.job(job_id)], args=[repr(time.time())])
+
+    def complete_task(self, job_id: str, task: int, result: bytes, stats: TaskStats | None = None) -> int:
+        """Store a task's result; -1 dropped (job final), 0 duplicate, 1 counted, 2 job done.
+
+        ``stats`` feed /metrics, the dashboard's charts and tenant usage, once per distinct task.
+        """
+        k = self.keys
+        s = stats or TaskStats()
+        now = time.time()
+        record = json.dumps(
+            {
+                "t": round(now, 3),
+                "job": job_id,
+                "task": task,
+                "backend": s.backend,
+                "tenant": s.tenant,
+                "seconds": round(s.seconds, 6),
+                "wait": round(s.wait, 6),
+                "circuits": s.circuits,
+            }
+        )
+        return int(
+            self._complete(
+                keys=[
+                    k.job(job_id),
+                    k.job_done(job_id),
+                    k.job_results(job_id),
+                    k.counters,
+                    k.circuits,
+                    k.task_seconds,
+                    k.recent_tasks,
+                    k.usage(s.tenant),
+                ],
+                args=[
+                    task,
+                    result,
+                    self.ttl_s,
+                    repr(now),
+                    k.events,
+                    job_id,
+                    s.circuits,
+                    f"{s.backend}|{s.tenant}",
+                    histogram_bucket(s.seconds),
+                    repr(s.seconds),
+                    record,
+                    usage_hour(now),
+                ],
+            )
+        )
+
+    def set_task_meta(self, job_id: str, task: int, meta: dict[str, Any]) -> None:
+        key = self.keys.job_meta(job_id)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, str(task), json.dumps(meta))
+        pipe.expire(key, self.ttl_s)
+        pipe.execute()
+
+    def task_meta(self, job_id: str) -> dict[int, dict[str, Any]]:
+        raw = self.redis.hgetall(self.keys.job_meta(job_id))
+        return {int(k): json.loads(v) for k, v in raw.items()}  # type: ignore[union-attr]
+
+    def set_paused(self, backend: str, paused: bool) -> None:
+        (self.redis.sadd if paused else self.redis.srem)(self.keys.paused, backend)
+
+    def paused(self) -> set[str]:
+        return {b.decode() for b in self.redis.smembers(self.keys.paused)}  # type: ignore[union-attr]
+
+    def is_paused(self, backend: str) -> bool:
+        return bool(self.redis.sismember(self.keys.paused, backend))
+
+    def reopen(self, job_id: str) -> bool:
+        """A failed job back to running, its retry counts cleared; False if it was not failed."""
+        return bool(self._reopen(keys=[self.keys.job(job_id), self.keys.job_attempts(job_id)]))
+
+    def finish(self, job_id: str, status: str, code: str = "", message: str = "") -> bool:
+        error = json.dumps({"code": code, "message": message}) if code else ""
+        return bool(
+            self._finish(
+                keys=[self.keys.job(job_id), self.keys.counters],
+                args=[status, repr(time.time()), error, self.keys.events, job_id],
+            )
+        )

@@ -1,0 +1,103 @@
+"""Leases: which worker holds which task, taken in the step that takes the task off its queue."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from .base import StoreBase
+
+
+class Leases(StoreBase):
+    # -- leases: finding tasks whose worker died ---------------------------------
+    # A lease is taken by the same script that pops the task (take_task), renewed by the worker
+    # while it holds the task, and dropped when the task ends. One that lapses means the worker
+    # died or stalled with the task: the API's reaper puts the task back.
+    def take_task(
+        self, queue_keys: list[str], queue_names: list[str], holder: str, seconds: float
+    ) -> tuple[str, str, str] | None:
+        """Pop the first task of the first non-empty queue and lease it atomically.
+
+        Returns (queue key, RQ job id, lease), or None when every queue is empty."""
+        bells = [self.keys.bell(q) for q in queue_names]
+        got = self._take(
+            keys=[self.keys.leases, *queue_keys, *bells], args=[time.time() + seconds, holder, len(queue_keys)]
+        )
+        if not got:
+            return None
+        queue_key, rq_id = (v.decode() if isinstance(v, bytes) else v for v in got)
+        return queue_key, rq_id, f"{rq_id}|{holder}"
+
+    def wait_bell(self, queue_names: list[str], timeout: float) -> bool:
+        """Block until a task is put on one of these queues (or ``timeout`` passes)."""
+        return self.redis.blpop([self.keys.bell(q) for q in queue_names], timeout) is not None
+
+    def ring(self, pipe: Any, queue_name: str, tasks: int) -> None:
+        """One bell token per task enqueued, in the enqueueing pipeline."""
+        if tasks:
+            pipe.rpush(self.keys.bell(queue_name), *([1] * tasks))
+
+    def take_lease(self, job_id: str, task: int, seconds: float, holder: str = "direct") -> str:
+        """Lease a task run outside :meth:`take_task` (in-process runs); returns the lease."""
+        lease = f"{self.keys.rq_job_id(job_id, task)}|{holder}"
+        self.redis.zadd(self.keys.leases, {lease: time.time() + seconds})
+        return lease
+
+    def renew_lease(self, lease: str, seconds: float) -> bool:
+        """Push a held lease's deadline on; False if it is gone (lapsed and taken by the reaper)."""
+        return bool(self.redis.zadd(self.keys.leases, {lease: time.time() + seconds}, xx=True, ch=True))
+
+    def drop_lease(self, lease: str) -> None:
+        self.redis.zrem(self.keys.leases, lease)
+
+    def expired_leases(self, now: float | None = None) -> list[str]:
+        members = self.redis.zrangebyscore(self.keys.leases, 0, now if now is not None else time.time())
+        return [m.decode() for m in members]  # type: ignore[union-attr]
+
+    def leases(self) -> dict[str, float]:
+        """Every lease held now, with its deadline."""
+        pairs: Any = self.redis.zrange(self.keys.leases, 0, -1, withscores=True)
+        return {m.decode(): float(score) for m, score in pairs}
+
+    def lease_task(self, lease: str) -> tuple[str, int]:
+        """(job id, task) a lease is for."""
+        return self.keys.task_of(lease.rpartition("|")[0])
+
+    def claim_expired(self, lease: str) -> bool:
+        """True for exactly one caller: the one whose ZREM removed the lapsed lease."""
+        return bool(self.redis.zrem(self.keys.leases, lease))
+
+    def task_done(self, job_id: str, task: int) -> bool:
+        return bool(self.redis.sismember(self.keys.job_done(job_id), str(task)))
+
+    def bump_attempts(self, job_id: str, task: int) -> int:
+        key = self.keys.job_attempts(job_id)
+        pipe = self.redis.pipeline()
+        pipe.hincrby(key, str(task), 1)
+        pipe.expire(key, self.ttl_s)
+        return int(pipe.execute()[0])
+
+    def attempts(self, job_id: str) -> dict[int, int]:
+        raw = self.redis.hgetall(self.keys.job_attempts(job_id))
+        return {int(k): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
+
+    def device_slot(self, device: str, limit: int, hold_s: float = 600.0) -> Any:
+        """A context manager: wait for one of ``limit`` slots of a device (a QPU runs one batch at a time)."""
+        store = self
+
+        class Slot:
+            def __enter__(self) -> None:
+                self.holder = uuid.uuid4().hex
+                while True:
+                    now = time.time()
+                    if store._acquire(
+                        keys=[store.keys.device_slots(device)], args=[limit, self.holder, now, now + hold_s]
+                    ):
+                        return
+                    time.sleep(0.02)
+
+            def __exit__(self, *exc: object) -> None:
+                store.redis.zrem(store.keys.device_slots(device), self.holder)
+
+        return Slot()

@@ -1,0 +1,103 @@
+"""The Lua scripts of the store: each runs as one atomic step in Redis (key names come in as KEYS)."""
+
+RATE = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return tostring(wait)
+"""
+
+# Marks a task done once, and the job done when the last distinct task lands. A result
+# for a job that is already cancelled or failed is dropped: late results never count.
+COMPLETE_TASK = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'cancelled' or status == 'failed' or not status then return -1 end
+-- a late duplicate (a worker stopped past its lease) never rewrites a slice already counted
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+local added = redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+if added == 0 then return 0 end
+-- statistics, counted once per distinct task: KEYS[4] counters, KEYS[5] circuits by
+-- backend|tenant, KEYS[6] task-seconds histogram, KEYS[7] recent tasks, KEYS[8] tenant usage
+redis.call('HINCRBY', KEYS[4], 'tasks_done', 1)
+redis.call('HINCRBY', KEYS[5], ARGV[8], ARGV[7])
+redis.call('HINCRBY', KEYS[6], ARGV[9], 1)
+redis.call('HINCRBY', KEYS[6], 'count', 1)
+redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[10])
+redis.call('LPUSH', KEYS[7], ARGV[11])
+redis.call('LTRIM', KEYS[7], 0, 4999)
+redis.call('HINCRBY', KEYS[8], ARGV[12] .. '|circuits', ARGV[7])
+redis.call('HINCRBYFLOAT', KEYS[8], ARGV[12] .. '|seconds', ARGV[10])
+redis.call('EXPIRE', KEYS[8], 8 * 86400)
+local n = redis.call('SCARD', KEYS[2])
+if n >= tonumber(redis.call('HGET', KEYS[1], 'tasks_total')) and status ~= 'done' then
+  redis.call('HSET', KEYS[1], 'status', 'done', 'finished_at', ARGV[4])
+  redis.call('HINCRBY', KEYS[4], 'jobs_done', 1)
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' done')
+  return 2
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' progress')
+return 1
+"""
+
+# Takes the first task of the first non-empty queue and leases it in the same step, so a
+# worker killed at any instant leaves each task either queued or leased, never neither.
+# KEYS: leases, then n queues, then their n bells; ARGV: lease deadline, holder, n.
+TAKE = """
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local id = redis.call('LPOP', KEYS[1 + i])
+  if id then
+    redis.call('LPOP', KEYS[1 + n + i])
+    redis.call('ZADD', KEYS[1], ARGV[1], id .. '|' .. ARGV[2])
+    return {KEYS[1 + i], id}
+  end
+end
+for i = 1, n do redis.call('DEL', KEYS[1 + n + i]) end
+return false
+"""
+
+# A failed job whose failed tasks an admin re-queues runs again; its done tasks stay done.
+REOPEN = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running')
+redis.call('HDEL', KEYS[1], 'error', 'finished_at')
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# A counting semaphore with expiring holders: at most ARGV[1] at once.
+ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+MARK_STARTED = """
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# Moves a job that is not yet final to a final status; returns 1 if it did.
+FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'error', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'jobs_' .. ARGV[1], 1)
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. ARGV[1])
+return 1
+"""

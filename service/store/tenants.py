@@ -1,0 +1,99 @@
+"""Tenants in Redis: API keys (hashes only), limits, submission rate, in-flight work, idempotent submission."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .base import StoreBase
+from .keys import (
+    IDEMPOTENCY_TTL_S,
+    hash_api_key,
+)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    tenant: str
+    role: str
+    prefix: str
+    created_at: float
+
+
+class Tenants(StoreBase):
+    def inflight(self, tenant: str) -> tuple[int, int]:
+        """(jobs, tasks) of this tenant not yet final; final jobs are pruned as they are seen."""
+        key = self.keys.tenant_inflight(tenant)
+        job_ids = [j.decode() for j in self.redis.smembers(key)]  # type: ignore[union-attr]
+        if not job_ids:
+            return 0, 0
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), ["status", "tasks_total"])
+            pipe.scard(self.keys.job_done(job_id))
+        replies = pipe.execute()
+        jobs = tasks = 0
+        finished = []
+        for job_id, (status, total), done in zip(job_ids, replies[0::2], replies[1::2]):
+            if status is None or status.decode() in ("done", "failed", "cancelled"):
+                finished.append(job_id)
+                continue
+            jobs += 1
+            tasks += int(total) - int(done)
+        if finished:
+            self.redis.srem(key, *finished)
+        return jobs, tasks
+
+    def rate_wait(self, tenant: str, per_second: float, burst: int) -> float:
+        return float(self._rate(keys=[self.keys.tenant_rate(tenant)], args=[per_second, burst, repr(time.time())]))
+
+    def tenant_limits(self, tenant: str) -> dict[str, Any]:
+        raw = self.redis.get(self.keys.tenant_limits(tenant))
+        return {} if raw is None else json.loads(raw)  # type: ignore[arg-type]
+
+    def set_tenant_limits(self, tenant: str, limits: dict[str, Any]) -> None:
+        self.redis.set(self.keys.tenant_limits(tenant), json.dumps(limits))
+
+    def claim_idempotency(self, tenant: str, key: str, job_id: str) -> str | None:
+        """Bind ``key`` to ``job_id``; returns the job id it was already bound to, if any."""
+        name = self.keys.idempotency(tenant, key)
+        if self.redis.set(name, job_id, nx=True, ex=IDEMPOTENCY_TTL_S):
+            return None
+        existing = self.redis.get(name)
+        if existing is None or self.job(existing.decode()) is None:  # type: ignore[union-attr]
+            self.redis.set(name, job_id, ex=IDEMPOTENCY_TTL_S)  # bound to a job never created
+            return None
+        return existing.decode()  # type: ignore[union-attr]
+
+    def add_api_key(self, key: str, tenant: str, role: str) -> ApiKey:
+        record = ApiKey(tenant=tenant, role=role, prefix=key[:10], created_at=time.time())
+        self.redis.hset(self.keys.api_keys, hash_api_key(key), json.dumps(record.__dict__))
+        return record
+
+    def api_key(self, key: str) -> ApiKey | None:
+        raw = self.redis.hget(self.keys.api_keys, hash_api_key(key))
+        return None if raw is None else ApiKey(**json.loads(raw))
+
+    def api_keys(self) -> dict[str, ApiKey]:
+        raw = self.redis.hgetall(self.keys.api_keys)
+        return {h.decode(): ApiKey(**json.loads(v)) for h, v in raw.items()}  # type: ignore[union-attr]
+
+    def revoke_api_key(self, key_hash_or_prefix: str) -> int:
+        gone = [h for h, rec in self.api_keys().items() if h == key_hash_or_prefix or rec.prefix == key_hash_or_prefix]
+        return int(self.redis.hdel(self.keys.api_keys, *gone)) if gone else 0
+
+    def api_key_by_hash(self, digest: str) -> ApiKey | None:
+        raw = self.redis.hget(self.keys.api_keys, digest)
+        return None if raw is None else ApiKey(**json.loads(raw))
+
+    def create_session(self, session_id: str, record: dict[str, Any], ttl_s: int) -> None:
+        self.redis.set(self.keys.session(hash_api_key(session_id)), json.dumps(record), ex=ttl_s)
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        raw = self.redis.get(self.keys.session(hash_api_key(session_id)))
+        return None if raw is None else json.loads(raw)  # type: ignore[arg-type]
+
+    def drop_session(self, session_id: str) -> None:
+        self.redis.delete(self.keys.session(hash_api_key(session_id)))
