@@ -208,11 +208,21 @@ class Stack:
         proc.wait(30)
         self.procs["redis"] = self.children["redis"].start()
 
-    def restart_api(self) -> None:
+    def restart_api(self, timeout: float = 60.0) -> None:
+        """Stop the API and start it again; returns once it answers."""
         proc = self.procs.pop("api")
         proc.terminate()
         proc.wait(30)
         self.procs["api"] = self.children["api"].start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise StackError(f"the API did not come back in {timeout:g} s; see {self.log_dir}/api.log")
 
     def _start_api(self) -> subprocess.Popen[bytes]:
         return self._spawn(

@@ -204,7 +204,9 @@ def test_redis_killed_9_mid_run_loses_no_acknowledged_job(fault_stack: Stack, fc
     submitter = threading.Thread(target=submit)
     submitter.start()
     try:
+        deadline = time.monotonic() + 120
         while big.status().progress.tasks_done < 2:
+            assert time.monotonic() < deadline, f"the job did not start: {big.status()} (logs {fault_stack.log_dir})"
             time.sleep(0.05)
         time.sleep(float(rng.uniform(0, 0.5)))
         before = len(acknowledged)
