@@ -13,7 +13,7 @@ log = logging.getLogger("qfleet.audit")
 
 
 def audit(
-    store: Store, actor: str, action: str, target: str, via: Literal["rest", "dashboard"], **details: Any
+    store: Store, actor: str, action: str, target: str, via: Literal["rest", "dashboard", "cli"], **details: Any
 ) -> None:
     """Record one admin action. ``actor`` is the admin key's prefix, never the key."""
     store.audit(actor, action, target, via=via, **details)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import secrets
 import shlex
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
+from .audit import audit
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -221,6 +224,11 @@ def _store() -> Store:
     return Store(connect(settings), settings.key_prefix)
 
 
+def _cli_actor() -> str:
+    """Who acts from a shell: the OS user and host (the CLI holds no API key)."""
+    return f"cli:{getpass.getuser()}@{socket.gethostname()}"
+
+
 @keys_cli.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Argument(help="Tenant the key belongs to.")],
@@ -228,7 +236,9 @@ def keys_create(
 ) -> None:
     """Create an API key; it is printed once, and only its hash is stored."""
     key = "qf_" + secrets.token_urlsafe(32)
-    _store().add_api_key(key, tenant=tenant, role="admin" if admin else "user")
+    store = _store()
+    record = store.add_api_key(key, tenant=tenant, role="admin" if admin else "user")
+    audit(store, _cli_actor(), "create key", record.prefix, via="cli", tenant=tenant, role=record.role)
     typer.echo(key)
 
 
@@ -242,7 +252,10 @@ def keys_list() -> None:
 @keys_cli.command("revoke")
 def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix as listed, or its full sha256.")]) -> None:
     """Revoke a key."""
-    gone = _store().revoke_api_key(prefix)
+    store = _store()
+    gone = store.revoke_api_key(prefix)
+    if gone:
+        audit(store, _cli_actor(), "revoke key", prefix, via="cli", keys=gone)
     typer.echo(f"revoked {gone} key(s)")
     if not gone:
         raise typer.Exit(1)

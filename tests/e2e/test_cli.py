@@ -29,6 +29,7 @@ from rq import Worker
 
 from examples.adapter.report import LABELS
 from service.stack import free_port
+from service.store import Store
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +147,8 @@ def test_keys_find_the_stack_that_up_recorded(up: Up) -> None:
     one_circuit_job(up.export("QFLEET_URL"), key)  # the key landed in the stack's own Redis
     listed = up.cli("keys", "list")
     assert "tenant=alice" in listed.stdout
+    audit = Store(Redis.from_url(up.export("QFLEET_REDIS_URL"))).audit_log()  # the CLI's admin actions are audited too
+    assert any(e["action"] == "create key" and e["target"] == key[:10] and e.get("via") == "cli" for e in audit), audit
 
 
 def test_up_restarts_a_killed_worker_and_jobs_still_complete(up: Up) -> None:
