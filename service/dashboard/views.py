@@ -123,20 +123,21 @@ def job_list(
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_detail(request: Request, job_id: str) -> HTMLResponse:
-    admin = admin_of(request)
-    detail = context.job_detail(jobs_of(request), job_id)
-    if detail is None:
-        return error_page(request, 404, "No such job", f"There is no job '{job_id}' (or it has expired).", admin)
-    return page(request, "job.html", admin, **detail)
+    return _job_page(request, job_id, "job.html")
 
 
 @router.get("/partials/jobs/{job_id}", response_class=HTMLResponse)
 def job_partial(request: Request, job_id: str) -> HTMLResponse:
+    return _job_page(request, job_id, "_job.html")
+
+
+def _job_page(request: Request, job_id: str, template: str) -> HTMLResponse:
+    """A job's page, or its live part (htmx polls it); a styled 404 for an unknown id."""
     admin = admin_of(request)
     detail = context.job_detail(jobs_of(request), job_id)
     if detail is None:
         return error_page(request, 404, "No such job", f"There is no job '{job_id}' (or it has expired).", admin)
-    return page(request, "_job.html", admin, **detail)
+    return page(request, template, admin, **detail)
 
 
 @router.get("/failures", response_class=HTMLResponse)
