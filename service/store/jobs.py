@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..tasks import JobSpec
 from .base import StoreBase
 from .keys import (
     histogram_bucket,
     usage_hour,
 )
 from .stats import TaskStats
+
+if TYPE_CHECKING:
+    # numpy (which the task contract needs) must not load when the store is imported: a worker
+    # sizes numpy's BLAS threads from the environment it sets only after its imports
+    from ..tasks import JobSpec
 
 
 class JobRecords(StoreBase):
@@ -76,6 +80,8 @@ class JobRecords(StoreBase):
         return [None if v is None else v.decode() for v in values]  # type: ignore[union-attr]
 
     def spec(self, job_id: str) -> JobSpec | None:
+        from ..tasks import JobSpec
+
         raw = self.job_field(job_id, "spec")
         return None if raw is None else JobSpec.from_json(raw)
 

@@ -34,3 +34,11 @@ def test_only_the_queue_boundary_imports_rq() -> None:
 def test_only_the_store_and_the_queue_boundary_touch_the_redis_client() -> None:
     out = subprocess.run(["grep", "-rlE", r"store\.redis\b", "service", "worker"], capture_output=True, text=True)
     assert all(f == "service/queueing.py" or f.startswith("service/store/") for f in out.stdout.split())
+
+
+def test_the_cli_loads_no_numpy_before_a_worker_sets_its_thread_counts() -> None:
+    # `qfleet worker` sets OMP/OPENBLAS thread counts in run_worker, after service.cli is
+    # imported: numpy loaded earlier would size its BLAS pool to every core in every worker
+    code = "import sys, service.cli; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
