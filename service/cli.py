@@ -92,16 +92,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cli_settings() -> Settings:
     """Settings for ``keys``, ``worker`` and ``api``: QFLEET_REDIS_URL when set, else the stack that
     ``qfleet up`` recorded; Redis must answer. Anything missing exits with one line saying what to set."""
@@ -117,7 +107,9 @@ def cli_settings() -> Settings:
                 raise _fail(
                     f"no Redis to use: QFLEET_REDIS_URL is unset and no stack is recorded in {state_path()}; {hint}"
                 )
-            if not _alive(int(state.get("pid", 0))):
+            from worker.main import pid_running
+
+            if not pid_running(int(state.get("pid", 0))):
                 raise _fail(f"the stack recorded in {state_path()} (pid {state.get('pid')}) is not running; {hint}")
             settings = Settings(redis_url=state["redis_url"])
     except ValidationError as exc:

@@ -382,7 +382,6 @@ class ParserPool:
         for _ in range(size):
             self._idle.put(None)  # started on first use
         self._lock = threading.Lock()
-        self._children: list[_Child] = []
         self._turns: dict[str, threading.BoundedSemaphore] = {}
 
     def parse(self, fmt: str, data: str, limits: Limits, owner: str = "") -> CircuitInfo:
@@ -461,16 +460,8 @@ class ParserPool:
                 self._idle.put(child)
 
     def _spawn(self) -> _Child:
-        child = _Child(self._ctx, self._memory_bytes)
-        with self._lock:
-            self._children = [c for c in self._children if c.process.is_alive()] + [child]
-        return child
-
-    def close(self) -> None:
-        with self._lock:
-            for child in self._children:
-                child.kill()
-            self._children = []
+        # daemon children: they end with the API process (and on EOF of their pipe)
+        return _Child(self._ctx, self._memory_bytes)
 
 
 _shared: dict[tuple[int, float, int], ParserPool] = {}

@@ -66,7 +66,7 @@ def local_worker_problem(settings: object, max_age_s: float = 60.0) -> str | Non
 
     store = Store(connect(settings), getattr(settings, "key_prefix", "qfleet"))
     host = socket.gethostname()
-    mine = [w for w in queueing.local_workers(store, host) if w.pid and _running(w.pid)]
+    mine = [w for w in queueing.local_workers(store, host) if w.pid and pid_running(w.pid)]
     if not mine:
         return f"no worker of host {host} is registered"
     now = time.time()
@@ -78,7 +78,8 @@ def local_worker_problem(settings: object, max_age_s: float = 60.0) -> str | Non
     return f"worker(s) {', '.join(w.name for w in mine)} of host {host} neither heartbeat nor hold a live lease"
 
 
-def _running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether a process of this pid runs on this host (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
