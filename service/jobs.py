@@ -130,22 +130,26 @@ class JobService:
         worker that dies at any instant after the pop, before the task even starts."""
         count = 0
         for lease in self.store.expired_leases():
-            if not self.store.claim_expired(lease):
+            claim = self.store.claim_expired(lease, self.settings.lease_s)
+            if claim is None:
                 continue  # another API process took it
-            job_id, task = self.store.lease_task(lease)
-            record = self.store.job(job_id)
-            if record is None or record["status"] in TERMINAL_STATUSES or self.store.task_done(job_id, task):
-                continue  # finished, or its worker died after storing the result
-            attempt = self.store.bump_attempts(job_id, task)
-            if attempt > self.settings.task_retries:
-                message = f"task {task} lost its worker {attempt} times; giving up"
-                self.store.record_failure(job_id, task, record["backend"], record["tenant"], "abandoned", message)
-                self.store.finish(job_id, "failed", "task_abandoned", message)
-                continue
-            log.warning("task %s of job %s lost its worker; re-queued (attempt %d)", task, job_id, attempt + 1)
-            queueing.enqueue(self.store, self.settings, record["queue"], job_id, [task], "retry", attempt)
-            count += 1
+            count += self._requeue_lost(*self.store.lease_task(lease))
+            self.store.drop_lease(claim)  # not on an error: then the claim lapses and the task is reaped again
         return count
+
+    def _requeue_lost(self, job_id: str, task: int) -> int:
+        record = self.store.job(job_id)
+        if record is None or record["status"] in TERMINAL_STATUSES or self.store.task_done(job_id, task):
+            return 0  # finished, or its worker died after storing the result
+        attempt = self.store.bump_attempts(job_id, task)
+        if attempt > self.settings.task_retries:
+            message = f"task {task} lost its worker {attempt} times; giving up"
+            self.store.record_failure(job_id, task, record["backend"], record["tenant"], "abandoned", message)
+            self.store.finish(job_id, "failed", "task_abandoned", message)
+            return 0
+        log.warning("task %s of job %s lost its worker; re-queued (attempt %d)", task, job_id, attempt + 1)
+        queueing.enqueue(self.store, self.settings, record["queue"], job_id, [task], "retry", attempt)
+        return 1
 
     def _record(self, job_id: str, tenant: str) -> dict[str, str]:
         """The job's status fields, not its spec: long-polls and SSE read this at every task event."""

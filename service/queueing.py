@@ -7,6 +7,7 @@ queued again (:data:`REASONS`), minted only here.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from .settings import Settings
-from .store import LANES, Store
+from .store import LANES, REDIS_OUTAGES, Store
 
 # The worker-side functions RQ runs, by dotted path (RQ imports them in the worker process).
 # tests/unit/test_queueing.py checks that they resolve.
@@ -193,6 +194,18 @@ def make_worker(
 def local_workers(store: Store, host: str) -> list[Any]:
     """Workers registered from this host (container)."""
     return [w for w in Worker.all(connection=store.redis) if w.hostname == host]
+
+
+def work(worker: SimpleWorker, burst: bool = False) -> None:
+    """Run RQ's worker loop until it ends: stopped, drained, or Redis lost. RQ's loop ends on an
+    error it does not handle (a Redis command failing mid-task, after redis-py's own retries)
+    and then reports its death to Redis, which raises again while Redis is away; that second
+    error is swallowed here, so the caller can wait for Redis and start a fresh loop."""
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+    except REDIS_OUTAGES:
+        with contextlib.suppress(Exception):  # the command channel's thread, left by the failed teardown
+            worker.pubsub_thread and worker.pubsub_thread.stop()
 
 
 def stop_requested(worker: SimpleWorker) -> bool:

@@ -197,15 +197,17 @@ class Stack:
         assert self.log_dir is not None
         return self.log_dir
 
-    def restart_redis(self, hard: bool = False) -> None:
+    def restart_redis(self, hard: bool = False, down_s: float = 0.0) -> None:
         """Stop the private Redis and start it again on the same port, password and data: a clean
-        shutdown (it writes its AOF on the way down), or with ``hard`` a SIGKILL, as a crash would."""
+        shutdown (it writes its AOF on the way down), or with ``hard`` a SIGKILL, as a crash would;
+        ``down_s`` seconds later."""
         proc = self.procs.pop("redis")
         if hard:
             proc.kill()
         else:
             proc.terminate()
         proc.wait(30)
+        time.sleep(down_s)
         self.procs["redis"] = self.children["redis"].start()
 
     def restart_api(self, timeout: float = 60.0) -> None:

@@ -28,7 +28,7 @@ def run_worker(
     # numpy's BLAS and Lightning's OpenMP size their thread pools when first imported: only now
     from service import queueing
     from service.backends import served_backends
-    from service.store import Store, connect
+    from service.store import REDIS_OUTAGES, Store, connect
 
     from . import runner as runner_module
 
@@ -42,10 +42,14 @@ def run_worker(
     threading.Thread(target=runner.renew_leases_forever, name="lease-renewal", daemon=True).start()
     while True:
         name = name or f"{socket.gethostname()}.{os.getpid()}"
-        worker = queueing.make_worker(store, backends, name, holder=runner, lease_s=settings.lease_s)
-        log.info("worker %s ready on %s", worker.name, ", ".join(worker.queue_names()))
-        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
-        if burst or queueing.stop_requested(worker):
+        worker = None
+        try:
+            worker = queueing.make_worker(store, backends, name, holder=runner, lease_s=settings.lease_s)
+            log.info("worker %s ready on %s", worker.name, ", ".join(worker.queue_names()))
+            queueing.work(worker, burst=burst)
+        except REDIS_OUTAGES as exc:  # while registering: Redis is away
+            log.warning("could not start the worker loop: %s", exc)
+        if burst or (worker is not None and queueing.stop_requested(worker)):
             return
         log.warning("worker loop ended (Redis lost?); starting again once Redis answers")
         while True:

@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 EVENTS_CHANNEL = "events"
 JOB_TTL_S = 24 * 3600
@@ -177,6 +179,10 @@ class Keys:
     def http_requests(self) -> str:
         """Hash ``method|route|status|le`` (and ``|sum``, ``|count``) -> request-latency histogram."""
         return f"{self.p}:http_requests"
+
+
+REDIS_OUTAGES: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+"""What a Redis client raises while its server is away (restarting, loading, unreachable)."""
 
 
 def connect(settings: Any) -> Redis:

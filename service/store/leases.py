@@ -64,9 +64,12 @@ class Leases(StoreBase):
         """(job id, task) a lease is for."""
         return self.keys.task_of(lease.rpartition("|")[0])
 
-    def claim_expired(self, lease: str) -> bool:
-        """True for exactly one caller: the one whose ZREM removed the lapsed lease."""
-        return bool(self.redis.zrem(self.keys.leases, lease))
+    def claim_expired(self, lease: str, seconds: float) -> str | None:
+        """The reaper's own lease on a lapsed lease's task, for exactly one caller (None for the
+        others). The caller drops it once the task is queued again; if it never does, it lapses."""
+        mine = f"{lease.rpartition('|')[0]}|reaper"
+        got = self._claim(keys=[self.keys.leases], args=[lease, time.time() + seconds, mine])
+        return mine if got else None
 
     def task_done(self, job_id: str, task: int) -> bool:
         return bool(self.redis.sismember(self.keys.job_done(job_id), str(task)))

@@ -65,6 +65,15 @@ for i = 1, n do redis.call('DEL', KEYS[1 + n + i]) end
 return false
 """
 
+# A lapsed lease passes to the reaper as a lease of its own (ARGV[3], until ARGV[2]): if the
+# reaper stops, or the reply is lost, before it has re-queued the task, that lease lapses in
+# turn and the task is reaped again. Exactly one caller gets 1.
+CLAIM = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+return 1
+"""
+
 # A failed job whose failed tasks an admin re-queues runs again; its done tasks stay done.
 REOPEN = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end

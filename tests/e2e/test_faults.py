@@ -135,6 +135,25 @@ def test_redis_restart_mid_job(fault_stack: Stack, fclient: Client) -> None:
     check_rows_against_aer(after.evs, values[:4], rows=4)
 
 
+def live_workers(stack: Stack) -> dict[str, int]:
+    return {n: p.pid for n, p in stack.procs.items() if n.startswith("worker") and p.poll() is None}
+
+
+def test_workers_outlive_a_redis_outage(fault_stack: Stack, fclient: Client) -> None:
+    """Redis away for longer than redis-py's own retries while a job runs: RQ's loop ends on the
+    error, and its teardown raises again while Redis is away. No worker process may exit on it:
+    nothing in this test starts them again (as `qfleet up` would), so the job finishing proves it."""
+    circuit, obs = training_ansatz(N), z_observables(N)
+    values = np.random.default_rng().uniform(0, 2 * np.pi, (200, circuit.num_parameters))
+    before = live_workers(fault_stack)
+    job = fclient.estimate([(circuit, obs, values)])
+    while job.status().progress.tasks_done < 2:
+        time.sleep(0.05)
+    fault_stack.restart_redis(hard=True, down_s=12)
+    check_rows_against_aer(job.result(timeout=240)[0].evs, values)
+    assert live_workers(fault_stack) == before
+
+
 def test_api_restart_mid_job(fault_stack: Stack, fclient: Client) -> None:
     circuit, obs = training_ansatz(N), z_observables(N)
     values = np.random.default_rng().uniform(0, 2 * np.pi, (120, circuit.num_parameters))
@@ -203,6 +222,7 @@ def test_redis_killed_9_mid_run_loses_no_acknowledged_job(fault_stack: Stack, fc
 
     submitter = threading.Thread(target=submit)
     submitter.start()
+    workers = live_workers(fault_stack)
     try:
         deadline = time.monotonic() + 120
         while big.status().progress.tasks_done < 2:
@@ -220,6 +240,7 @@ def test_redis_killed_9_mid_run_loses_no_acknowledged_job(fault_stack: Stack, fc
     try:
         assert len(acknowledged) >= before + 5, f"submissions did not resume: {refused[-3:]}"
         check_rows_against_aer(big.result(timeout=300)[0].evs, values)
+        assert live_workers(fault_stack) == workers  # none died on the crash (nothing here restarts them)
         want = EstimatorV2()
         for job, v in acknowledged:
             evs = job.result(timeout=120)[0].evs  # type: ignore[attr-defined]

@@ -68,6 +68,23 @@ def test_a_worker_dead_right_after_the_take_loses_nothing(clean_redis: str) -> N
     assert jobs.reap() == 0  # claimed once
 
 
+def test_a_reaper_that_stops_between_claim_and_requeue_loses_nothing(clean_redis: str) -> None:
+    """The claim is itself a lease: a reaper killed after claiming (or whose reply was lost, so a
+    retry of the claim answers 'taken') leaves a lease that lapses, and the next reap re-queues."""
+    jobs = service(clean_redis)
+    lane = jobs.store.keys.queue("aer", "normal")
+    make_job(jobs, "j6", 1, lane)
+    rq_key = Queue(lane, connection=jobs.store.redis).key
+    _, _, lease = jobs.store.take_task([rq_key], [lane], "doomed", jobs.settings.lease_s)  # type: ignore[misc]
+    time.sleep(jobs.settings.lease_s + 0.05)
+    claim = jobs.store.claim_expired(lease, jobs.settings.lease_s)  # a reaper that dies right here
+    assert claim is not None and jobs.store.claim_expired(lease, jobs.settings.lease_s) is None
+    assert jobs.reap() == 0 and queued(jobs, lane) == []  # the claim holds the task for now
+    time.sleep(jobs.settings.lease_s + 0.05)
+    assert jobs.reap() == 1
+    assert queued(jobs, lane) == ["j6_t0_a1"] and jobs.store.leases() == {}
+
+
 def test_a_renewed_lease_is_not_reaped_and_a_claimed_one_is_not_revived(clean_redis: str) -> None:
     jobs = service(clean_redis)
     lane = jobs.store.keys.queue("aer", "normal")
