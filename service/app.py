@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, dashboard, metrics
+from .apidocs import DocsPolicy
 from .deps import get_admin, get_tenant
 from .errors import ERROR_DESCRIPTIONS, RateLimited, ServiceError, Unavailable
 from .events import JobEvents
@@ -239,6 +240,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     dashboard.install(app)
     app.include_router(health.router)
+    app.add_middleware(DocsPolicy)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         ClientGuard, body_timeout_s=settings.body_timeout_s, max_requests=settings.max_requests_per_client

@@ -1,6 +1,6 @@
 """/docs and /redoc in real headless Chromium (Debian's, driven by Playwright) with every request
 that leaves the app refused: both render (Swagger UI with its Authorize button for the bearer key),
-and neither asked for a script, stylesheet or font from outside."""
+and neither asked for anything (a script, stylesheet, font or image) from outside."""
 
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ def test_docs_render_offline(browser: Browser, stack: Stack, page_path: str) -> 
         if route.request.url.startswith(stack.url):
             route.continue_()
         else:
-            if route.request.resource_type != "image":  # ReDoc's sidebar links a logo from its CDN: cosmetic
-                outside.append(route.request.url)
+            outside.append(route.request.url)
             route.abort()
 
     page.route("**/*", only_the_app)
