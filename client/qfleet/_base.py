@@ -13,7 +13,15 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from .errors import InvalidRequestError, QfleetError, RateLimitedError, ServerError, TransportError, error_from_response
+from .errors import (
+    InvalidRequestError,
+    InvalidTypeError,
+    QfleetError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+    error_from_response,
+)
 from .wire import Circuit, GradientMethod, JobOptions, JobRequest, Priority, Pub, encode_array
 
 # QPY is written at a pinned version so that a newer client qiskit stays readable by the
@@ -48,6 +56,19 @@ def parse(model: type[M], body: Any) -> M:
 
 def _invalid(message: str, code: str, hint: str | None = None, **details: Any) -> InvalidRequestError:
     return InvalidRequestError(message, status=None, code=code, details=details, hint=hint)
+
+
+def _wrong_type(message: str, code: str, hint: str) -> InvalidTypeError:
+    return InvalidTypeError(message, status=None, code=code, details={}, hint=hint)
+
+
+def _kind(value: Any) -> str:
+    """A short description of a value that is not a PUB."""
+    name = type(value).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return f"{article} {name} of {len(value)} items"
+    return f"{article} {name}"
 
 
 def validate_options(**options: Any) -> JobOptions:
@@ -87,9 +108,17 @@ def encode_circuit(circuit: Any) -> Circuit:
     try:
         from qiskit import QuantumCircuit, qpy
     except ImportError:  # pragma: no cover - depends on the environment
-        raise TypeError("circuit must be OpenQASM 3 text (install qiskit to send QuantumCircuit)") from None
+        raise _wrong_type(
+            f"circuit must be OpenQASM 3 text, not {type(circuit).__name__}",
+            "invalid_circuit",
+            "install qiskit (pip install 'qfleet[qiskit]') to send a QuantumCircuit",
+        ) from None
     if not isinstance(circuit, QuantumCircuit):
-        raise TypeError(f"circuit must be a QuantumCircuit or OpenQASM 3 text, not {type(circuit).__name__}")
+        raise _wrong_type(
+            f"circuit must be a QuantumCircuit or OpenQASM 3 text, not {type(circuit).__name__}",
+            "invalid_circuit",
+            "pass a qiskit.QuantumCircuit or a string of OpenQASM 3",
+        )
     buf = io.BytesIO()
     qpy.dump(circuit, buf, version=max(QPY_WIRE_VERSION, qpy.QPY_COMPATIBILITY_VERSION))
     return Circuit(format="qpy", data=base64.b64encode(buf.getvalue()).decode())
@@ -110,7 +139,11 @@ def encode_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
         values = pub.parameter_values.as_array(pub.circuit.parameters)
         pub = (pub.circuit, pub.observables.tolist(), values, pub.precision)
     if not isinstance(pub, Sequence) or isinstance(pub, str) or not 2 <= len(pub) <= 4:
-        raise TypeError("a PUB is (circuit, observables[, parameter_values[, precision]])")
+        raise _wrong_type(
+            f"an estimator PUB is (circuit, observables[, parameter_values[, precision]]), not {_kind(pub)}",
+            "invalid_pub",
+            "pass a list of PUBs, e.g. [(circuit, 'ZZ', values)]: even one PUB goes inside a list",
+        )
     circuit, observables, *rest = pub
     values = rest[0] if rest else None
     precision = rest[1] if len(rest) > 1 else None
@@ -183,7 +216,11 @@ def encode_sampler_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
     if isinstance(pub, str) or not isinstance(pub, Sequence):
         pub = (pub,)
     if not 1 <= len(pub) <= 3:
-        raise TypeError("a sampler PUB is (circuit[, parameter_values[, shots]])")
+        raise _wrong_type(
+            f"a sampler PUB is (circuit[, parameter_values[, shots]]), not {_kind(pub)}",
+            "invalid_pub",
+            "pass a list of PUBs, e.g. [(circuit, values)]: even one PUB goes inside a list",
+        )
     circuit, *rest = pub
     values = rest[0] if rest else None
     shots = rest[1] if len(rest) > 1 else None

@@ -11,7 +11,8 @@ already says what to fix)::
     │   ├── NotFoundError         404 (an unknown id, or another tenant's)
     │   ├── RateLimitedError      429 (has .retry_after)
     │   ├── InvalidRequestError   400 / 413 / 422, or refused by the client before sending
-    │   │                         (.status None); also a ValueError
+    │   │   │                     (.status None); also a ValueError
+    │   │   └── InvalidTypeError  not a PUB or circuit where one was expected; also a TypeError
     │   └── ServerError           5xx
     ├── JobFailedError            the job ran and failed (has .job_id, .code)
     ├── JobCancelledError         the job was cancelled before it finished
@@ -116,6 +117,10 @@ class InvalidRequestError(APIError, ValueError):
     ``status`` is None when the client refused it before sending (an option value outside
     its allowed set, say); ``details`` then names the option and the allowed values.
     """
+
+
+class InvalidTypeError(InvalidRequestError, TypeError):
+    """A value of the wrong kind where a PUB or circuit was expected (also a ``TypeError``)."""
 
 
 class ServerError(APIError):

@@ -18,6 +18,7 @@ from qfleet import (
     AsyncClient,
     Client,
     InvalidRequestError,
+    InvalidTypeError,
     JobFailedError,
     JobTimeoutError,
     QfleetError,
@@ -174,6 +175,24 @@ def test_forgotten_parameter_values_are_refused_on_the_client() -> None:
     with pytest.raises(InvalidRequestError) as err:
         client.estimate([(qc, "Z", [[0.1, "x"]])])
     assert err.value.code == "invalid_parameter_values"
+
+
+def test_a_value_that_is_not_a_pub_or_circuit_says_what_to_pass() -> None:
+    client = Client("http://q", api_key="k", transport=scripted(answer(500, {}))[0])
+    for call, bad in (
+        (client.estimate, ("OPENQASM 3.0; qubit[1] q;", "Z")),  # one PUB not in a list: its items are not PUBs
+        (client.estimate, [42]),
+        (client.sample, [("OPENQASM 3.0; qubit[1] q;", None, 10, "extra")]),
+    ):
+        with pytest.raises(InvalidTypeError) as err:
+            call(bad)  # type: ignore[operator]
+        assert isinstance(err.value, TypeError) and isinstance(err.value, InvalidRequestError)
+        assert err.value.code == "invalid_pub" and "inside a list" in (err.value.hint or "")
+    with pytest.raises(InvalidTypeError) as err:
+        client.sample([3.5])  # a sampler PUB may be a bare circuit: this one is not a circuit
+    assert (
+        err.value.code == "invalid_circuit" and "float" in str(err.value) and "QuantumCircuit" in (err.value.hint or "")
+    )
 
 
 def test_missing_configuration_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:

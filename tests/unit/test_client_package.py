@@ -23,6 +23,7 @@ def test_public_names_are_locked() -> None:
         "AuthError",
         "Client",
         "InvalidRequestError",
+        "InvalidTypeError",
         "Job",
         "JobCancelledError",
         "JobFailedError",
