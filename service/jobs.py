@@ -87,6 +87,7 @@ class JobService:
             seed=options.seed,
             noise=noise,
             priority=options.priority,
+            cache=options.cache is not False and self.settings.result_cache_ttl_s > 0,
         )
         admission.check_inflight(tenant, limits, len(plan.tasks))
         job_id = "j-" + uuid.uuid4().hex[:20]

@@ -49,6 +49,21 @@ class RedisCollector:
         yield CounterMetricFamily(
             "qfleet_tasks_done", "Distinct tasks completed.", value=counters.get("tasks_done", 0.0)
         )
+        yield CounterMetricFamily(
+            "qfleet_result_cache_hits",
+            "Chunks of results (one engine call each) served from the result cache, not computed.",
+            value=counters.get("result_cache_hits", 0.0),
+        )
+        yield CounterMetricFamily(
+            "qfleet_result_cache_misses",
+            "Cacheable chunks of results not found in the result cache: computed, then stored.",
+            value=counters.get("result_cache_misses", 0.0),
+        )
+        yield CounterMetricFamily(
+            "qfleet_result_cache_stored_bytes",
+            "Bytes written to the result cache (each entry expires after QFLEET_RESULT_CACHE_TTL_S).",
+            value=counters.get("result_cache_stored_bytes", 0.0),
+        )
         failed = CounterMetricFamily(
             "qfleet_tasks_failed",
             "Tasks failed for good (after their retries), by backend and reason: the exception's type, "

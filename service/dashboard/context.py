@@ -122,6 +122,18 @@ def overview(jobs: JobService) -> dict[str, Any]:
         "charts": charts.recent_charts(store.recent_tasks(), failures),
         "running": running,
         "failures": failures_context(jobs, limit=3),
+        "cache": cache_summary(store.counters()),
+    }
+
+
+def cache_summary(counters: dict[str, float]) -> dict[str, Any]:
+    """The result cache's hits and misses (chunks of results) since the counters began."""
+    hits, misses = int(counters.get("result_cache_hits", 0)), int(counters.get("result_cache_misses", 0))
+    return {
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": f"{100 * hits / (hits + misses):.0f}%" if hits + misses else "none yet",
+        "stored_mb": f"{counters.get('result_cache_stored_bytes', 0) / 1e6:.1f}",
     }
 
 

@@ -9,6 +9,9 @@ Per job (``{p}`` is the deployment's key prefix):
                           ``o{i}`` observables JSON, ``x{i}`` int64 (observable, row) pairs
 - ``{p}:job:{id}:done``   set of finished task indices (completion counts distinct tasks)
 - ``{p}:job:{id}:res``    hash: task index -> result slice bytes
+
+Across jobs: ``{p}:cache:{tenant}:{digest}``, one computed chunk of results (see
+``service/store/cache.py``), expiring after the result-cache TTL.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ class Keys:
 
     def job_results(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}:res"
+
+    def result_cache(self, tenant: str, digest: str) -> str:
+        """One chunk of results, by the SHA-256 of what it was computed from (the tenant included)."""
+        return f"{self.p}:cache:{tenant}:{digest}"
 
     def tenant_jobs(self, tenant: str) -> str:
         return f"{self.p}:tenant:{tenant}:jobs"
