@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         description="Seconds a computed chunk of results is reused by identical work in later jobs of the same "
         "tenant; 0 turns the result cache off.",
     )
+    result_cache_max_job_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        description="Jobs with larger results are not kept whole (their chunks still are): a job whose results "
+        "are all kept is answered at submission, never queued.",
+    )
     result_cache_max_share: float = Field(
         default=0.5, description="The result cache stores nothing while Redis holds more than this share of maxmemory."
     )

@@ -13,28 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
-from service import __version__
 from service.tasks import pack_segment
 
 from .engines import Block
-
-FORMAT = 1  # bump when a chunk's bytes or an engine's numbers change without a version change
-_DISTRIBUTIONS = ("qiskit", "qiskit-aer", "pennylane-lightning")
-
-
-def engine_version(*extra: str) -> str:
-    """The versions of everything that computes, so an upgrade never serves an older engine's numbers."""
-    parts = [f"qfleet={__version__}", f"format={FORMAT}", *extra]
-    for name in _DISTRIBUTIONS:
-        try:
-            parts.append(f"{name}={version(name)}")
-        except PackageNotFoundError:
-            parts.append(f"{name}=none")
-    return ";".join(parts)
 
 
 def chunk_digest(

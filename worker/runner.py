@@ -24,11 +24,12 @@ from qiskit.quantum_info import SparsePauliOp
 from service import queueing
 from service.backends import Backend, all_backends
 from service.devices.wukong72 import Wukong72Backend
+from service.result_cache import engine_version
 from service.settings import Settings
 from service.store import Store, TaskStats
 from service.tasks import JobSpec, PubSpec, Segment, pack_segment
 
-from .cache import chunk_digest, engine_version, pack_chunk, unpack_chunk
+from .cache import chunk_digest, pack_chunk, unpack_chunk
 from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
 from .engines.device import DeviceEngine

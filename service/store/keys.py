@@ -10,8 +10,10 @@ Per job (``{p}`` is the deployment's key prefix):
 - ``{p}:job:{id}:done``   set of finished task indices (completion counts distinct tasks)
 - ``{p}:job:{id}:res``    hash: task index -> result slice bytes
 
-Across jobs: ``{p}:cache:{tenant}:{digest}``, one computed chunk of results (see
-``service/store/cache.py``), expiring after the result-cache TTL.
+Across jobs, expiring after the result-cache TTL (see ``service/store/cache.py``):
+
+- ``{p}:cache:{tenant}:{digest}``      one computed chunk of results
+- ``{p}:cache:{tenant}:job:{digest}``  hash: a whole job's result slices ``r{task}``, task metadata ``m{task}``
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class Keys:
     def result_cache(self, tenant: str, digest: str) -> str:
         """One chunk of results, by the SHA-256 of what it was computed from (the tenant included)."""
         return f"{self.p}:cache:{tenant}:{digest}"
+
+    def job_cache(self, tenant: str, digest: str) -> str:
+        """A whole job's results, by the SHA-256 of the job (``service.result_cache.job_digest``)."""
+        return f"{self.p}:cache:{tenant}:job:{digest}"
 
     def tenant_jobs(self, tenant: str) -> str:
         return f"{self.p}:tenant:{tenant}:jobs"

@@ -23,15 +23,22 @@ from tests.e2e.test_metrics import scrape
 pytestmark = pytest.mark.e2e
 
 
-def cache_counts(stack: Stack) -> tuple[float, float]:
+LEVELS = ("job", "chunk")
+
+
+def cache_counts(stack: Stack) -> dict[str, float]:
+    """hits and misses, whole jobs (answered at submission) and chunks (found by workers)."""
     samples = scrape(stack)
-    return samples[("qfleet_result_cache_hits_total", ())], samples[("qfleet_result_cache_misses_total", ())]
+    return {
+        f"{level}_{kind}": samples[(f"qfleet_result_cache_{kind}_total", (("level", level),))]
+        for level in LEVELS
+        for kind in ("hits", "misses")
+    }
 
 
-def moved(stack: Stack, before: tuple[float, float]) -> tuple[float, float]:
-    """(hits, misses) counted since ``before``."""
-    hits, misses = cache_counts(stack)
-    return hits - before[0], misses - before[1]
+def moved(stack: Stack, before: dict[str, float]) -> dict[str, float]:
+    """What was counted since ``before``, where anything was."""
+    return {name: value - before[name] for name, value in cache_counts(stack).items() if value != before[name]}
 
 
 def work(n: int, rows: int) -> tuple[object, list[list[SparsePauliOp]], np.ndarray]:
@@ -49,18 +56,33 @@ def test_a_repeated_job_is_served_from_the_cache(stack: Stack, client: Client) -
     circuit, obs, values = work(5, 40)
     before = cache_counts(stack)
     first = client.estimate([(circuit, obs, values)]).result(timeout=120)[0]
-    hits, misses = moved(stack, before)
-    assert hits == 0 and misses >= 1  # computed, then stored
+    counted = moved(stack, before)
+    assert counted.keys() == {"job_misses", "chunk_misses"} and counted["job_misses"] == 1  # computed, kept
     before = cache_counts(stack)
     second = client.estimate([(circuit, obs, values)]).result(timeout=120)[0]
-    assert moved(stack, before) == (misses, 0)  # every chunk found, none computed
+    assert moved(stack, before) == {"job_hits": 1}  # answered at submission: no worker saw it
     np.testing.assert_array_equal(second.evs, first.evs)
     np.testing.assert_array_equal(second.stds, first.stds)
     np.testing.assert_allclose(second.evs, aer(circuit, obs, values), atol=1e-8)
     # the admin's overview shows the same counts
     page = httpx.get(f"{stack.url}/admin/partials/overview", headers={"Authorization": f"Bearer {stack.api_key}"})
     assert page.status_code == 200 and 'id="result-cache"' in page.text
-    assert f'<td class="num">{int(cache_counts(stack)[0])}</td>' in page.text
+    counts = cache_counts(stack)
+    row = f'<tr data-level="jobs"><td>jobs</td><td class="num">{int(counts["job_hits"])}</td>'
+    assert row + f'<td class="num">{int(counts["job_misses"])}</td>' in page.text
+
+
+def test_known_work_inside_a_new_job_is_found_chunk_by_chunk(stack: Stack, client: Client) -> None:
+    circuit, obs, values = work(5, 30)
+    first = client.estimate([(circuit, obs, values)]).result(timeout=120)[0]
+    other = training_ansatz(5, layers=1)
+    other_values = np.random.default_rng().uniform(0, 2 * np.pi, (7, other.num_parameters))
+    before = cache_counts(stack)
+    both = client.estimate([(circuit, obs, values), (other, obs, other_values)]).result(timeout=120)
+    counted = moved(stack, before)
+    assert counted["job_misses"] == 1 and counted["chunk_hits"] >= 1 and counted["chunk_misses"] >= 1
+    np.testing.assert_array_equal(both[0].evs, first.evs)
+    np.testing.assert_allclose(both[1].evs, aer(other, obs, other_values), atol=1e-8)
 
 
 def test_gradients_are_cached_with_their_method(stack: Stack, client: Client) -> None:
@@ -68,11 +90,11 @@ def test_gradients_are_cached_with_their_method(stack: Stack, client: Client) ->
     first = client.estimate([(circuit, obs, values)], gradient="parameter-shift").result(timeout=120)[0]
     before = cache_counts(stack)
     again = client.estimate([(circuit, obs, values)], gradient="parameter-shift").result(timeout=120)[0]
-    assert moved(stack, before)[0] >= 1
+    assert moved(stack, before) == {"job_hits": 1}
     np.testing.assert_array_equal(again.gradient, first.gradient)
     before = cache_counts(stack)
     adjoint = client.estimate([(circuit, obs, values)], gradient="adjoint").result(timeout=120)[0]
-    assert moved(stack, before)[0] == 0  # another method: its own entries
+    assert "job_hits" not in moved(stack, before) and "chunk_hits" not in moved(stack, before)
     np.testing.assert_allclose(adjoint.gradient, first.gradient, atol=1e-8)
 
 
@@ -84,8 +106,7 @@ def test_another_tenant_never_reads_the_cache(stack: Stack, client: Client) -> N
     before = cache_counts(stack)
     with Client(stack.url, api_key=key) as other:
         theirs = other.estimate([(circuit, obs, values)]).result(timeout=120)[0]
-    hits, misses = moved(stack, before)
-    assert hits == 0 and misses >= 1
+    assert moved(stack, before).keys() == {"job_misses", "chunk_misses"}
     np.testing.assert_allclose(theirs.evs, first.evs, atol=1e-12)
 
 
@@ -94,7 +115,7 @@ def test_cache_false_computes_again(stack: Stack, client: Client) -> None:
     client.estimate([(circuit, obs, values)]).result(timeout=120)
     before = cache_counts(stack)
     again = client.estimate([(circuit, obs, values)], cache=False).result(timeout=120)[0]
-    assert moved(stack, before) == (0, 0)  # neither looked up nor stored
+    assert moved(stack, before) == {}  # neither looked up nor kept
     np.testing.assert_allclose(again.evs, aer(circuit, obs, values), atol=1e-8)
 
 
@@ -102,20 +123,17 @@ def test_shot_based_results_are_reused_only_with_the_same_seed(stack: Stack, cli
     circuit, obs, values = work(4, 8)
     before = cache_counts(stack)
     unseeded = [client.estimate([(circuit, obs, values)], shots=500).result(timeout=120)[0] for _ in range(2)]
-    assert moved(stack, before) == (0, 0)
+    assert moved(stack, before) == {}
     assert not np.array_equal(unseeded[0].evs, unseeded[1].evs)  # sampled twice
     seeded = client.estimate([(circuit, obs, values)], shots=500, seed=11).result(timeout=120)[0]
     before = cache_counts(stack)
     again = client.estimate([(circuit, obs, values)], shots=500, seed=11).result(timeout=120)[0]
-    hits, misses = moved(stack, before)
-    assert hits >= 1 and misses == 0
+    assert moved(stack, before) == {"job_hits": 1}
     np.testing.assert_array_equal(again.evs, seeded.evs)
-    before = cache_counts(stack)
-    client.estimate([(circuit, obs, values)], shots=500, seed=12).result(timeout=120)
-    assert moved(stack, before)[0] == 0  # another seed
-    before = cache_counts(stack)
-    client.estimate([(circuit, obs, values)], shots=600, seed=11).result(timeout=120)
-    assert moved(stack, before)[0] == 0  # other shots
+    for other in ({"shots": 500, "seed": 12}, {"shots": 600, "seed": 11}):
+        before = cache_counts(stack)
+        client.estimate([(circuit, obs, values)], **other).result(timeout=120)  # type: ignore[arg-type]
+        assert moved(stack, before).keys() == {"job_misses", "chunk_misses"}
 
 
 def test_a_seeded_sample_is_reused(stack: Stack, client: Client) -> None:
@@ -124,7 +142,7 @@ def test_a_seeded_sample_is_reused(stack: Stack, client: Client) -> None:
     first = client.sample([(circuit, values, 300)], seed=3).result(timeout=120)[0]
     before = cache_counts(stack)
     again = client.sample([(circuit, values, 300)], seed=3).result(timeout=120)[0]
-    assert moved(stack, before)[0] >= 1
+    assert moved(stack, before) == {"job_hits": 1}
     bits, num_bits = again.registers["meas"]
     np.testing.assert_array_equal(bits, first.registers["meas"][0])
     assert num_bits == 4
@@ -134,12 +152,12 @@ def test_a_changed_row_misses_for_its_chunk_only(stack: Stack, client: Client) -
     circuit, obs, values = work(12, 3000)  # several tasks of about 0.1 s each
     before = cache_counts(stack)
     client.estimate([(circuit, obs, values)]).result(timeout=300)
-    chunks = moved(stack, before)[1]
+    chunks = moved(stack, before)["chunk_misses"]
     assert chunks >= 2
     changed = values.copy()
     changed[1234] = np.random.default_rng().uniform(0, 2 * np.pi, circuit.num_parameters)
     before = cache_counts(stack)
     result = client.estimate([(circuit, obs, changed)]).result(timeout=300)[0]
-    assert moved(stack, before) == (chunks - 1, 1)
+    assert moved(stack, before) == {"job_misses": 1, "chunk_hits": chunks - 1, "chunk_misses": 1}
     np.testing.assert_allclose(result.evs[:, 1234], aer(circuit, obs, changed[1234:1235])[:, 0], atol=1e-8)
     np.testing.assert_allclose(result.evs[:, ::97], aer(circuit, obs, changed[::97]), atol=1e-8)

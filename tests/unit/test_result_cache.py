@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.cache import chunk_digest, engine_version, pack_chunk, unpack_chunk
+from service.result_cache import engine_version
+from worker.cache import chunk_digest, pack_chunk, unpack_chunk
 from worker.engines import Block
 
 
