@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 
 from . import __version__
@@ -16,6 +17,7 @@ FORMAT = 1  # bump when cached bytes, or an engine's numbers, change without a v
 _DISTRIBUTIONS = ("qiskit", "qiskit-aer", "pennylane-lightning")
 
 
+@lru_cache(maxsize=64)
 def engine_version(*extra: str) -> str:
     """The versions of everything that computes, so an upgrade never serves an older engine's numbers."""
     parts = [f"qfleet={__version__}", f"format={FORMAT}", *extra]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.result_cache import engine_version
+from service.result_cache import cacheable, engine_version, job_digest
+from service.tasks import JobSpec, PubSpec, Segment
 from worker.cache import chunk_digest, pack_chunk, unpack_chunk
 from worker.engines import Block
 
@@ -70,3 +71,35 @@ def test_the_key_covers_tenant_rows_options_and_seed() -> None:
 def test_the_engine_version_names_the_libraries_that_compute() -> None:
     v = engine_version("calibration=x")
     assert "qiskit-aer=" in v and "pennylane-lightning=" in v and "calibration=x" in v
+
+
+def spec(**kw: object) -> JobSpec:
+    pub = PubSpec(
+        num_qubits=2, num_parameters=1, num_observables=1, num_values=3, rows=3, mode="product",
+        shape=(3,), obs_shape=(), par_shape=(3,), precision=0.0, shots=int(kw.pop("shots", 0)),  # type: ignore[call-overload]
+        depth=2, gradient=None,
+    )  # fmt: skip
+    return JobSpec(pubs=[pub], tasks=[[Segment(0, 0, 3)]], **kw)  # type: ignore[arg-type]
+
+
+def test_a_jobs_key_covers_tenant_plan_and_payloads_but_not_priority() -> None:
+    data = {"c0": b"qpy", "o0": b'[{"ZZ":1.0}]', "p0": np.arange(3.0).tobytes()}
+    base = job_digest("a", "aer", "v1", spec(), data)
+    assert job_digest("a", "aer", "v1", spec(priority="high"), dict(data)) == base
+    others = {
+        job_digest("b", "aer", "v1", spec(), data),
+        job_digest("a", "lightning", "v1", spec(), data),
+        job_digest("a", "aer", "v2", spec(), data),
+        job_digest("a", "aer", "v1", spec(seed=3), data),
+        job_digest("a", "aer", "v1", spec(), {**data, "p0": np.array([0.0, 1.0, 2.5]).tobytes()}),
+        job_digest("a", "aer", "v1", spec(), {**data, "o0": b'[{"XX":1.0}]'}),
+    }
+    assert base not in others and len(others) == 6
+
+
+def test_only_reproducible_jobs_are_cacheable() -> None:
+    assert cacheable(spec(), is_qpu=False)
+    assert not cacheable(spec(cache=False), is_qpu=False)
+    assert not cacheable(spec(shots=100), is_qpu=False)
+    assert cacheable(spec(shots=100, seed=1), is_qpu=False)
+    assert not cacheable(spec(shots=100, seed=1), is_qpu=True)
