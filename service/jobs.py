@@ -27,6 +27,7 @@ from .errors import Conflict, NotFound
 from .parsing import shared_pool
 from .planner import plan_job, price_job
 from .pubs import CircuitCache, parse_pub
+from .result_cache import cacheable, engine_version, job_digest
 from .settings import Settings, TenantLimits
 from .store import Store
 from .tasks import JobSpec, assemble, assemble_samples
@@ -42,6 +43,7 @@ RECORD_FIELDS = (
     "finished_at",
     "error",
     "queue",
+    "cache_key",
 )
 
 
@@ -87,6 +89,7 @@ class JobService:
             seed=options.seed,
             noise=noise,
             priority=options.priority,
+            cache=options.cache is not False and self.settings.result_cache_ttl_s > 0,
         )
         admission.check_inflight(tenant, limits, len(plan.tasks))
         job_id = "j-" + uuid.uuid4().hex[:20]
@@ -95,6 +98,7 @@ class JobService:
             if existing is not None:
                 return self.info(existing, tenant)
         queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
+        digest, cached = self._cached(plan.spec, plan.data, tenant, backend, price.result_bytes)
         # the job and its tasks land in one transaction: a crash (API or Redis) between the two
         # would leave a job that a retried submission (same Idempotency-Key) finds but nothing runs
         with self.store.transaction() as pipe:
@@ -109,19 +113,42 @@ class JobService:
                 shots=price.shots,
                 pipe=pipe,
             )
-            queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)), pipe=pipe)
+            if cached is not None:  # every result is in the cache: done now, nothing queued
+                self.store.serve_cached_job(job_id, cached, pipe)
+            else:
+                if digest:
+                    self.store.mark_cacheable(job_id, digest, pipe)
+                queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)), pipe=pipe)
             pipe.execute()
         log.info(
             "job submitted",
             extra={"job_id": job_id, "tenant": tenant, "backend": backend.name, "tasks": len(plan.tasks)},
         )
+        done = cached is not None
         return JobInfo(
             id=job_id,
-            status="queued",
+            status="done" if done else "queued",
             backend=backend.name,
-            progress=Progress(tasks_done=0, tasks_total=len(plan.tasks)),
+            progress=Progress(tasks_done=len(plan.tasks) if done else 0, tasks_total=len(plan.tasks)),
             created_at=created,
+            started_at=created if done else None,
+            finished_at=created if done else None,
         )
+
+    def _cached(
+        self, spec: JobSpec, data: dict[str, bytes], tenant: str, backend: Backend, result_bytes: int
+    ) -> tuple[str | None, dict[bytes, bytes] | None]:
+        """The job's result-cache key (None where it may not be kept whole) and its cached entry, if any."""
+        settings = self.settings
+        is_qpu = backend.is_device and backend.name != "wukong72"
+        if not cacheable(spec, is_qpu) or result_bytes > settings.result_cache_max_job_bytes:
+            return None, None
+        calibration = (backend.calibration or {}).get("id", "")
+        digest = job_digest(tenant, backend.name, engine_version(f"calibration={calibration}"), spec, data)
+        cached = self.store.cached_job(tenant, digest, len(spec.tasks))
+        if cached is None:
+            self.store.count_job_cache(hit=False)
+        return digest, cached
 
     def reap(self) -> int:
         """Re-queue tasks whose worker stopped renewing their lease (killed, stopped, lost); returns how many.
@@ -183,10 +210,22 @@ class JobService:
     def result(self, job_id: str, record: dict[str, str]) -> JobResultBody:
         spec = self.store.spec(job_id)
         assert spec is not None, "a done job has its spec"
+        slices = self.store.results(job_id)
+        task_meta = self.store.task_meta(job_id)
+        if record.get("cache_key"):  # the first read keeps the whole job for identical ones
+            self.store.cache_job(
+                job_id,
+                record["tenant"],
+                record["cache_key"],
+                slices,
+                task_meta,
+                self.settings.result_cache_ttl_s,
+                self.settings.result_cache_max_share,
+            )
         if spec.pubs and spec.pubs[0].primitive == "sampler":
-            return self._sampler_result(job_id, record, spec)
-        arrays = assemble(spec, self.store.results(job_id))
-        engine_meta = self._engine_meta(job_id)
+            return self._sampler_result(job_id, record, spec, slices, task_meta)
+        arrays = assemble(spec, slices)
+        engine_meta = _engine_meta(task_meta)
         results = []
         for i, (pub, arr) in enumerate(zip(spec.pubs, arrays)):
             grad = arr["gradient"]
@@ -217,17 +256,16 @@ class JobService:
             },
         )
 
-    def _engine_meta(self, job_id: str) -> dict[int, dict[str, Any]]:
-        """What ran each PUB (device provenance), from the first task that recorded it."""
-        engine_meta: dict[int, dict[str, Any]] = {}
-        for _, per_pub in sorted(self.store.task_meta(job_id).items()):
-            for pub_index, meta in per_pub.items():
-                engine_meta.setdefault(int(pub_index), meta)
-        return engine_meta
-
-    def _sampler_result(self, job_id: str, record: dict[str, str], spec: JobSpec) -> JobResultBody:
-        registers = assemble_samples(spec, self.store.results(job_id))
-        engine_meta = self._engine_meta(job_id)
+    def _sampler_result(
+        self,
+        job_id: str,
+        record: dict[str, str],
+        spec: JobSpec,
+        slices: dict[int, bytes],
+        task_meta: dict[int, dict[str, Any]],
+    ) -> JobResultBody:
+        registers = assemble_samples(spec, slices)
+        engine_meta = _engine_meta(task_meta)
         results = [
             PubResultBody(
                 registers={
@@ -335,6 +373,15 @@ BackendStatus = Literal["online", "paused", "unavailable"]
 TRANSIENT_FAILURES = frozenset(
     {"abandoned", "JobTimeoutException", "TimeoutError", "ConnectionError", "MemoryError", "BusyLoadingError"}
 )
+
+
+def _engine_meta(task_meta: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """What ran each PUB (device provenance), from the first task that recorded it."""
+    engine_meta: dict[int, dict[str, Any]] = {}
+    for _, per_pub in sorted(task_meta.items()):
+        for pub_index, meta in per_pub.items():
+            engine_meta.setdefault(int(pub_index), meta)
+    return engine_meta
 
 
 def _timings(record: dict[str, str]) -> dict[str, float]:

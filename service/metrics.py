@@ -49,6 +49,27 @@ class RedisCollector:
         yield CounterMetricFamily(
             "qfleet_tasks_done", "Distinct tasks completed.", value=counters.get("tasks_done", 0.0)
         )
+        hits = CounterMetricFamily(
+            "qfleet_result_cache_hits",
+            "Result-cache hits: whole jobs answered at submission (level 'job'), and chunks of results "
+            "(one engine call each) that workers found instead of computing (level 'chunk').",
+            labels=["level"],
+        )
+        misses = CounterMetricFamily(
+            "qfleet_result_cache_misses",
+            "Cacheable jobs not found whole (level 'job'), and cacheable chunks computed, then kept (level 'chunk').",
+            labels=["level"],
+        )
+        for level, suffix in (("job", "_job"), ("chunk", "")):
+            hits.add_metric([level], counters.get(f"result_cache{suffix}_hits", 0.0))
+            misses.add_metric([level], counters.get(f"result_cache{suffix}_misses", 0.0))
+        yield hits
+        yield misses
+        yield CounterMetricFamily(
+            "qfleet_result_cache_stored_bytes",
+            "Bytes written to the result cache (each entry expires after QFLEET_RESULT_CACHE_TTL_S).",
+            value=counters.get("result_cache_stored_bytes", 0.0),
+        )
         failed = CounterMetricFamily(
             "qfleet_tasks_failed",
             "Tasks failed for good (after their retries), by backend and reason: the exception's type, "

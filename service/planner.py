@@ -115,6 +115,7 @@ def plan_job(
     seed: int | None = None,
     noise: bool = True,
     priority: str = "normal",
+    cache: bool = True,
 ) -> Plan:
     """Shard PUBs into tasks priced with the simulators' or the device model's cost (``device``)."""
     pub_specs: list[PubSpec] = []
@@ -187,7 +188,9 @@ def plan_job(
             current_s += seconds
     if current:
         tasks.append(current)
-    spec = JobSpec(pubs=pub_specs, tasks=tasks, seed=seed, noise=noise, priority=priority, cost_units=cost_units)
+    spec = JobSpec(
+        pubs=pub_specs, tasks=tasks, seed=seed, noise=noise, priority=priority, cost_units=cost_units, cache=cache
+    )
     return Plan(spec=spec, data=data, price=price_job(pubs, device, noise))
 
 

@@ -104,6 +104,19 @@ class Settings(BaseSettings):
         default=5.0, description="A running task whose worker stops renewing for this long is re-queued."
     )
     result_ttl_s: int = 24 * 3600
+    result_cache_ttl_s: int = Field(
+        default=3600,
+        description="Seconds a computed chunk of results is reused by identical work in later jobs of the same "
+        "tenant; 0 turns the result cache off.",
+    )
+    result_cache_max_job_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        description="Jobs with larger results are not kept whole (their chunks still are): a job whose results "
+        "are all kept is answered at submission, never queued.",
+    )
+    result_cache_max_share: float = Field(
+        default=0.5, description="The result cache stores nothing while Redis holds more than this share of maxmemory."
+    )
 
     # real-QPU adapters: each is listed as unavailable until its credentials are set
     origin_api_key: str | None = Field(default=None, description="Origin QCloud API key (pyqpanda3).")

@@ -69,6 +69,7 @@ class JobSpec:
     noise: bool = True
     priority: str = "normal"
     cost_units: float = 0.0
+    cache: bool = True  # reuse (and store) identical chunks of results across jobs
 
     def to_json(self) -> str:
         # vars(), not asdict(): asdict deep-copies every field, seconds for a job of 100k PUBs

@@ -24,10 +24,12 @@ from qiskit.quantum_info import SparsePauliOp
 from service import queueing
 from service.backends import Backend, all_backends
 from service.devices.wukong72 import Wukong72Backend
+from service.result_cache import engine_version
 from service.settings import Settings
 from service.store import Store, TaskStats
 from service.tasks import JobSpec, PubSpec, Segment, pack_segment
 
+from .cache import chunk_digest, pack_chunk, unpack_chunk
 from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
 from .engines.device import DeviceEngine
@@ -75,6 +77,7 @@ class Runner:
         self._pubs = _LRU(8192)  # (job, pub) -> (program, values, pairs); a task may hold thousands
         self._programs = _LRU(128)  # content hash -> Program
         self._payload: dict[str, bytes | None] = {}  # the running task's prefetched payloads
+        self.cache_version = engine_version(f"calibration={self.device.calibration['id']}")
 
     def warm_up(self) -> None:
         from qiskit import QuantumCircuit
@@ -239,6 +242,56 @@ class Runner:
         engine: Any = self.device_engine(backend) if self.backends[backend].is_device else self.engines["aer"]
         return np.ascontiguousarray(engine.sample(program, block), dtype=np.uint8).tobytes()
 
+    def _blocks(
+        self, job_id: str, spec: JobSpec, run: list[Segment]
+    ) -> tuple[list[Segment], PubSpec, Program, list[Block]]:
+        """A run's rows as the chunks it computes in, each about one task quantum, seeded."""
+        i, start, stop = run[0]
+        pub = spec.pubs[i]
+        program, values, pairs = self._pub(job_id, i, pub)
+        if len(run) > 1:  # PUBs sharing one program: one engine call, split afterwards
+            full = Block(np.concatenate([self._pub(job_id, j, spec.pubs[j])[1][a:b] for j, a, b in run]))
+        elif pub.mode == "product":
+            full = Block(values[start:stop])
+        else:
+            rows = pairs[start:stop]  # type: ignore[index]
+            full = Block(values[rows[:, 1]], rows[:, 0])
+        sampler = pub.primitive == "sampler"
+        step = max(1, int(self.settings.task_target_s / max(pub.row_seconds, 1e-9)))
+        blocks = []
+        for lo in range(0, len(full.values), step):
+            hi = lo + step
+            obs_index = None if full.obs_index is None else full.obs_index[lo:hi]
+            block = Block(full.values[lo:hi], obs_index, shots=pub.shots, noise=spec.noise)
+            # A sampler seeds each bound circuit with the job's seed, as Qiskit's reference
+            # sampler does; an estimate's seed comes from the chunk's content, so identical
+            # PUBs give identical values wherever they land.
+            block.seed = spec.seed if sampler else block_seed(spec.seed, program, block)
+            blocks.append(block)
+        return run, pub, program, blocks
+
+    def _digest(
+        self, spec: JobSpec, backend: str, tenant: str, pub: PubSpec, program: Program, block: Block
+    ) -> str | None:
+        """A chunk's result-cache key, or None where its results must not be reused: the job opted
+        out, a shot-based chunk without a seed, or a real QPU."""
+        if not spec.cache or self.settings.result_cache_ttl_s <= 0 or (block.shots and spec.seed is None):
+            return None
+        if self.backends[backend].is_device and backend != self.device.backend.name:
+            return None
+        if not program.cache.get("digest"):
+            return None
+        return chunk_digest(
+            self.cache_version,
+            tenant,
+            backend,
+            str(program.cache.get("digest", "")),
+            block,
+            primitive=pub.primitive,
+            gradient=pub.gradient,
+            precision=pub.precision,
+        )
+
     def renew_leases_forever(self) -> None:
         """Keeps the held task's lease alive while this process lives (a daemon thread)."""
         while True:
@@ -258,40 +311,43 @@ class Runner:
         segments = spec.tasks[task]
         self._payload = {}
         self._prefetch(job_id, spec, segments)
-        for run in self._runs(spec, segments):
-            i, start, stop = run[0]
-            pub = spec.pubs[i]
-            program, values, pairs = self._pub(job_id, i, pub)
-            if len(run) > 1:  # PUBs sharing one program: one engine call, split afterwards
-                full = Block(np.concatenate([self._pub(job_id, j, spec.pubs[j])[1][a:b] for j, a, b in run]))
-            elif pub.mode == "product":
-                full = Block(values[start:stop])
-            else:
-                rows = pairs[start:stop]  # type: ignore[index]
-                full = Block(values[rows[:, 1]], rows[:, 0])
+        runs = [self._blocks(job_id, spec, run) for run in self._runs(spec, segments)]
+        # The result cache: every chunk's key first, then one lookup for the whole task.
+        digests = [
+            [self._digest(spec, backend, tenant, pub, program, b) for b in blocks] for _, pub, program, blocks in runs
+        ]
+        wanted = [d for ds in digests for d in ds if d]
+        found = dict(zip(wanted, self.store.cached_chunks(tenant, wanted)))
+        computed: dict[str, bytes] = {}
+        hits = 0
+        for (run, pub, program, blocks), keys in zip(runs, digests):
+            i = run[0].pub
             sampler = pub.primitive == "sampler"
-            # Compute in chunks of about one task quantum, and stop between them once the job is
-            # cancelled or failed: a long segment must not hold the worker for a job nobody waits for.
-            step = max(1, int(self.settings.task_target_s / max(pub.row_seconds, 1e-9)))
+            # Compute chunk by chunk, about one task quantum each, and stop between them once the job
+            # is cancelled or failed: a long segment must not hold the worker for a job nobody waits for.
             chunks: list[Any] = []
             engine = ""
-            for c, lo in enumerate(range(0, len(full.values), step)):
+            for c, (block, digest) in enumerate(zip(blocks, keys)):
                 if c and self.store.job_field(job_id, "status") in ("cancelled", "failed"):
                     log.info("task %s of job %s stopped: the job is final", task, job_id)
                     return -1
-                hi = lo + step
-                obs_index = None if full.obs_index is None else full.obs_index[lo:hi]
-                block = Block(full.values[lo:hi], obs_index, shots=pub.shots, noise=spec.noise)
-                # A sampler seeds each bound circuit with the job's seed, as Qiskit's reference
-                # sampler does; an estimate's seed comes from the chunk's content, so identical
-                # PUBs give identical values wherever they land.
-                block.seed = spec.seed if sampler else block_seed(spec.seed, program, block)
+                cached = (found.get(digest) or computed.get(digest)) if digest else None
+                if cached is not None:
+                    value = cached if sampler else unpack_chunk(cached, len(block.values))
+                    if value is not None:
+                        chunks.append(value)
+                        engine = engine or "result-cache"
+                        hits += 1
+                        continue
                 if sampler:
                     chunks.append(self.sample(program, block, backend))
                     engine = f"{backend}-sampler"
                 else:
                     *result, engine = self.compute(program, block, pub.gradient, backend)
                     chunks.append(result)
+                if digest:
+                    computed[digest] = chunks[-1] if sampler else pack_chunk(*chunks[-1])
+            block = blocks[-1]
             engines_used.append(engine)
             if sampler:
                 parts.append(b"".join(chunks))
@@ -314,6 +370,15 @@ class Runner:
                     meta[str(j)] = self.device.describe(program, block)
             elif spec.seed is not None and block.shots:
                 meta[str(i)] = {"seed": block.seed}
+        if wanted:  # stored before the task completes: a job submitted once this one is done finds them
+            self.store.record_cache(
+                tenant,
+                computed,
+                hits,
+                len(computed),
+                self.settings.result_cache_ttl_s,
+                self.settings.result_cache_max_share,
+            )
         self._payload = {}
         if meta:
             self.store.set_task_meta(job_id, task, meta)

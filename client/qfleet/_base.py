@@ -276,9 +276,16 @@ class BaseClient:
         priority: str = "normal",
         noise: bool | None = None,
         primitive: str = "estimator",
+        cache: bool = True,
     ) -> dict[str, Any]:
         options = validate_options(
-            precision=precision, shots=shots, seed=seed, gradient=gradient, priority=priority, noise=noise
+            precision=precision,
+            shots=shots,
+            seed=seed,
+            gradient=gradient,
+            priority=priority,
+            noise=noise,
+            cache=None if cache else False,
         )
         table = CircuitTable()  # a circuit shared by many PUBs is sent once
         encode = encode_sampler_pub if primitive == "sampler" else encode_pub

@@ -90,6 +90,7 @@ class Client(BaseClient):
         gradient: str | None = None,
         priority: str = "normal",
         noise: bool | None = None,
+        cache: bool = True,
         cancel_on_error: bool = False,
     ) -> Job:
         """Submit PUBs ``(circuit, observables[, parameter_values[, precision]])``; returns a :class:`Job`.
@@ -104,13 +105,16 @@ class Client(BaseClient):
           result then has ``.gradient`` of shape ``evs.shape + (P,)``.
         - ``priority``: ``"high"``, ``"normal"`` or ``"low"`` (the queue lane).
         - ``noise``: device models only; False turns the noise model off.
+        - ``cache``: False computes everything again instead of reusing this tenant's identical
+          earlier work (exact results, or shot-based ones with the same seed) within the
+          service's cache TTL.
         - ``cancel_on_error``: ``with client.estimate(...) as job:`` cancels the job if the block
           raises (Ctrl-C included).
 
         Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
         """
         pubs, layout = _stacked(pubs, precision, shots, seed)
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
+        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise, cache=cache)
         info = parse(
             JobInfo,
             self._request(
@@ -130,6 +134,7 @@ class Client(BaseClient):
         seed: int | None = None,
         priority: str = "normal",
         noise: bool | None = None,
+        cache: bool = True,
         cancel_on_error: bool = False,
     ) -> Job:
         """Submit sampler PUBs ``circuit`` or ``(circuit[, parameter_values[, shots]])``; the
@@ -139,7 +144,9 @@ class Client(BaseClient):
         >>> job = client.sample([(circuit, [[0.1], [0.2]], 1000)], seed=7)
         >>> bits, num_bits = job.result(timeout=60)[0].registers["meas"]
         """
-        body = self._job_request(pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler")
+        body = self._job_request(
+            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", cache=cache
+        )
         info = parse(
             JobInfo,
             self._request(
@@ -220,11 +227,12 @@ class AsyncClient(BaseClient):
         gradient: str | None = None,
         priority: str = "normal",
         noise: bool | None = None,
+        cache: bool = True,
         cancel_on_error: bool = False,
     ) -> AsyncJob:
         """Submit PUBs; returns an :class:`AsyncJob`. See :meth:`Client.estimate`."""
         pubs, layout = _stacked(pubs, precision, shots, seed)
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
+        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise, cache=cache)
         info = parse(
             JobInfo,
             await self._request(
@@ -244,10 +252,13 @@ class AsyncClient(BaseClient):
         seed: int | None = None,
         priority: str = "normal",
         noise: bool | None = None,
+        cache: bool = True,
         cancel_on_error: bool = False,
     ) -> AsyncJob:
         """Submit sampler PUBs; returns an :class:`AsyncJob`. See :meth:`Client.sample`."""
-        body = self._job_request(pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler")
+        body = self._job_request(
+            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", cache=cache
+        )
         info = parse(
             JobInfo,
             await self._request(

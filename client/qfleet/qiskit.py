@@ -115,7 +115,9 @@ class Estimator(BaseEstimatorV2):
     precision above 0 is met as Qiskit's reference and Aer's estimators meet it: exact values
     plus normal noise of that standard deviation, drawn from ``seed`` per PUB; pass ``shots``
     to sample instead. On a device backend precision sets the shots. ``timeout`` is how long
-    ``result()`` waits, in seconds. ``options`` (a dict of the same names) is still accepted.
+    ``result()`` waits, in seconds. ``cache=False`` computes everything again rather than reuse
+    identical earlier work from the service's result cache. ``options`` (a dict of the same
+    names) is still accepted.
     """
 
     def __init__(
@@ -128,15 +130,23 @@ class Estimator(BaseEstimatorV2):
         seed: np.random.Generator | int | None = None,
         shots: int | None = None,
         timeout: float | None = None,
+        cache: bool | None = None,
     ) -> None:
         self.client = client
         self.backend = backend
-        given = {"default_precision": default_precision, "seed": seed, "shots": shots, "timeout": timeout}
+        given = {
+            "default_precision": default_precision,
+            "seed": seed,
+            "shots": shots,
+            "timeout": timeout,
+            "cache": cache,
+        }
         self.options = {
             "default_precision": 0.0,
             "shots": None,
             "seed": None,
             "timeout": None,
+            "cache": True,
             **(options or {}),
             **{k: v for k, v in given.items() if v is not None},
         }
@@ -173,7 +183,9 @@ class Estimator(BaseEstimatorV2):
             for p in coerced
         ]
         seed = self.options["seed"]
-        job = self.client.estimate(wire, backend=self.backend, shots=shots, seed=_seed_int(seed))
+        job = self.client.estimate(
+            wire, backend=self.backend, shots=shots, seed=_seed_int(seed), cache=bool(self.options["cache"])
+        )
 
         def build(raw: JobResult) -> list[PubResult]:
             out = []
@@ -197,7 +209,8 @@ class Sampler(BaseSamplerV2):
     classical register, named as the register.
 
     ``default_shots`` is used for PUBs without their own; ``seed`` (an int, or a Generator
-    drawn once per run) makes runs reproducible; ``timeout`` is how long ``result()`` waits.
+    drawn once per run) makes runs reproducible; ``timeout`` is how long ``result()`` waits;
+    ``cache=False`` samples again rather than reuse an earlier run with the same int seed.
     """
 
     def __init__(
@@ -208,12 +221,14 @@ class Sampler(BaseSamplerV2):
         default_shots: int = 1024,
         seed: np.random.Generator | int | None = None,
         timeout: float | None = None,
+        cache: bool = True,
     ) -> None:
         self.client = client
         self.backend = backend
         self._default_shots = default_shots
         self._seed = seed
         self.timeout = timeout
+        self.cache = cache
 
     @property
     def default_shots(self) -> int:
@@ -235,7 +250,7 @@ class Sampler(BaseSamplerV2):
                 stacklevel=2,
             )
         wire = [(p.circuit, p.parameter_values.as_array(p.circuit.parameters), p.shots) for p in coerced]
-        job = self.client.sample(wire, backend=self.backend, seed=_seed_int(self._seed))
+        job = self.client.sample(wire, backend=self.backend, seed=_seed_int(self._seed), cache=self.cache)
 
         def build(raw: JobResult) -> list[SamplerPubResult]:
             out = []

@@ -53,7 +53,7 @@ class QuantumLayer(torch.nn.Module):
         input_params: the circuit parameters fed by the input features, in feature order.
         weight_params: the circuit parameters trained as this layer's weights.
         client: a :class:`qfleet.Client`.
-        backend, shots, timeout: passed to each job.
+        backend, shots, timeout, cache: passed to each job (``cache=False``: no reuse of earlier results).
     """
 
     def __init__(
@@ -68,6 +68,7 @@ class QuantumLayer(torch.nn.Module):
         shots: int | None = None,
         timeout: float | None = 600.0,
         initial_weights: Any = None,
+        cache: bool = True,
     ) -> None:
         super().__init__()
         order = {p: i for i, p in enumerate(circuit.parameters)}
@@ -83,6 +84,7 @@ class QuantumLayer(torch.nn.Module):
         self.backend = backend
         self.shots = shots
         self.timeout = timeout
+        self.cache = cache
         self._input_cols = [order[p] for p in input_params]
         self._weight_cols = [order[p] for p in weight_params]
         if initial_weights is None:
@@ -109,6 +111,7 @@ class QuantumLayer(torch.nn.Module):
             backend=self.backend,
             shots=self.shots,
             gradient="auto" if need_grad else None,
+            cache=self.cache,
         )
         result = job.result(timeout=self.timeout, progress=False)
         pub = result[0]

@@ -184,6 +184,11 @@ class JobOptions(BaseModel):
         default="normal",
         description="Queue lane. Jobs of many tasks run one lane lower so small jobs keep a bounded wait.",
     )
+    cache: bool | None = Field(
+        default=None,
+        description="false: compute everything again rather than reuse this tenant's identical earlier work "
+        "(exact results, or shot-based ones with the same seed) from the result cache.",
+    )
 
 
 class JobRequest(BaseModel):

@@ -122,7 +122,23 @@ def overview(jobs: JobService) -> dict[str, Any]:
         "charts": charts.recent_charts(store.recent_tasks(), failures),
         "running": running,
         "failures": failures_context(jobs, limit=3),
+        "cache": cache_summary(counters := store.counters()),
+        "cache_stored_mb": f"{counters.get('result_cache_stored_bytes', 0) / 1e6:.1f}",
     }
+
+
+def cache_summary(counters: dict[str, float]) -> list[dict[str, Any]]:
+    """The result cache's hits and misses since the counters began: whole jobs answered at
+    submission, and chunks of results the workers did not compute."""
+    rows = []
+    for level, suffix in (("jobs", "_job"), ("chunks", "")):
+        hits, misses = (
+            int(counters.get(f"result_cache{suffix}_hits", 0)),
+            int(counters.get(f"result_cache{suffix}_misses", 0)),
+        )
+        rate = f"{100 * hits / (hits + misses):.0f}%" if hits + misses else "none yet"
+        rows.append({"level": level, "hits": hits, "misses": misses, "hit_rate": rate})
+    return rows
 
 
 def job_list(jobs: JobService, tenant: str, status: str, backend: str, page_no: int, page_size: int) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """The job store: every Redis key of qfleet (``keys``), the Lua scripts (``scripts``), and
 :class:`Store`, one facade over the parts that own one noun each: jobs and their task
 lifecycle (``jobs``), leases (``leases``), tenants and API keys (``tenants``), statistics
-(``stats``). Nothing outside this package formats a key name.
+(``stats``), the result cache across jobs (``cache``). Nothing outside this package formats
+a key name.
 """
 
+from .cache import ResultCache
 from .jobs import JobRecords
 from .keys import (
     EVENTS_CHANNEL,
@@ -24,7 +26,7 @@ from .stats import Statistics, TaskStats
 from .tenants import ApiKey, Tenants
 
 
-class Store(JobRecords, Leases, Tenants, Statistics):
+class Store(JobRecords, Leases, Tenants, Statistics, ResultCache):
     """Job records, payload blobs, results, leases, tenants and statistics in Redis."""
 
 

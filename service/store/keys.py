@@ -9,6 +9,11 @@ Per job (``{p}`` is the deployment's key prefix):
                           ``o{i}`` observables JSON, ``x{i}`` int64 (observable, row) pairs
 - ``{p}:job:{id}:done``   set of finished task indices (completion counts distinct tasks)
 - ``{p}:job:{id}:res``    hash: task index -> result slice bytes
+
+Across jobs, expiring after the result-cache TTL (see ``service/store/cache.py``):
+
+- ``{p}:cache:{tenant}:{digest}``      one computed chunk of results
+- ``{p}:cache:{tenant}:job:{digest}``  hash: a whole job's result slices ``r{task}``, task metadata ``m{task}``
 """
 
 from __future__ import annotations
@@ -59,6 +64,14 @@ class Keys:
 
     def job_results(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}:res"
+
+    def result_cache(self, tenant: str, digest: str) -> str:
+        """One chunk of results, by the SHA-256 of what it was computed from (the tenant included)."""
+        return f"{self.p}:cache:{tenant}:{digest}"
+
+    def job_cache(self, tenant: str, digest: str) -> str:
+        """A whole job's results, by the SHA-256 of the job (``service.result_cache.job_digest``)."""
+        return f"{self.p}:cache:{tenant}:job:{digest}"
 
     def tenant_jobs(self, tenant: str) -> str:
         return f"{self.p}:tenant:{tenant}:jobs"
