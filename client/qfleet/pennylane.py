@@ -120,6 +120,34 @@ def _one_basis(tape: QuantumScript) -> tuple[Sequence[QuantumScript], Callable[.
 
 
 @transform
+def _from_samples(tape: QuantumScript) -> tuple[Sequence[QuantumScript], Callable[..., Any]]:
+    """With shots, one ``sample()`` of the measured wires in the observables' eigenbasis; every
+    measurement is then computed from it. PennyLane's ``measurements_from_samples`` does this
+    for Pauli observables; others (Hermitian, Projector) rotate by their diagonalizing gates."""
+    if not tape.shots or all(mp.obs is None or mp.obs.pauli_rep is not None for mp in tape.measurements):
+        return measurements_from_samples(tape)  # type: ignore[no-any-return]
+    gates: list[Any] = []
+    seen: set[int] = set()
+    wires: list[Any] = []
+    for mp in tape.measurements:
+        wires.extend(w for w in mp.wires if w not in wires)
+        if mp.obs is not None and hash(mp.obs) not in seen:
+            seen.add(hash(mp.obs))
+            gates.extend(mp.obs.diagonalizing_gates())
+    rotated = tape.copy(operations=list(tape.operations) + gates, measurements=[qml.sample(wires=wires)])
+
+    def from_samples(results: Sequence[Any]) -> Any:
+        per_copy = results[0] if tape.shots.has_partitioned_shots else (results[0],)
+        out = []
+        for samples in per_copy:
+            values = [mp.process_samples(samples, wires) for mp in tape.measurements]
+            out.append(values[0] if len(values) == 1 else tuple(values))
+        return tuple(out) if tape.shots.has_partitioned_shots else out[0]
+
+    return (rotated,), from_samples
+
+
+@transform
 def _expand_broadcast(tape: QuantumScript) -> tuple[Sequence[QuantumScript], Callable[..., Any]]:
     """Broadcast parameters become one tape per row; the rows still go in one job."""
     if tape.batch_size is None:
@@ -205,7 +233,7 @@ class QfleetDevice(Device):
         program = CompilePipeline()
         program.add_transform(validate_device_wires, self.wires, name=self.name)
         program.add_transform(_one_basis)
-        program.add_transform(measurements_from_samples)
+        program.add_transform(_from_samples)
         program.add_transform(
             decompose, stopping_condition=_stopping_condition, skip_initial_state_prep=False, name=self.name
         )
