@@ -108,7 +108,7 @@ def _sample_measurement(mp: Any) -> bool:
     return isinstance(mp, SampleMP) and mp.obs is None and getattr(mp, "mv", None) is None
 
 
-@transform
+@transform  # type: ignore[untyped-decorator]
 def _one_basis(tape: QuantumScript) -> tuple[Sequence[QuantumScript], Callable[..., Any]]:
     """With shots each tape's observables must be measured in one basis: split non-commuting ones.
     Exact ``probs(op=...)`` is measured in the computational basis after ``op``'s diagonalizing gates."""
@@ -119,7 +119,7 @@ def _one_basis(tape: QuantumScript) -> tuple[Sequence[QuantumScript], Callable[.
     return (tape,), _first
 
 
-@transform
+@transform  # type: ignore[untyped-decorator]
 def _from_samples(tape: QuantumScript) -> tuple[Sequence[QuantumScript], Callable[..., Any]]:
     """With shots, one ``sample()`` of the measured wires in the observables' eigenbasis; every
     measurement is then computed from it. PennyLane's ``measurements_from_samples`` does this
@@ -147,7 +147,7 @@ def _from_samples(tape: QuantumScript) -> tuple[Sequence[QuantumScript], Callabl
     return (rotated,), from_samples
 
 
-@transform
+@transform  # type: ignore[untyped-decorator]
 def _expand_broadcast(tape: QuantumScript) -> tuple[Sequence[QuantumScript], Callable[..., Any]]:
     """Broadcast parameters become one tape per row; the rows still go in one job."""
     if tape.batch_size is None:
@@ -181,7 +181,7 @@ class _Plan:
     spans: list[tuple[int, int]] = field(default_factory=list)  # per measurement: its slice of observables
 
 
-class QfleetDevice(Device):
+class QfleetDevice(Device):  # type: ignore[misc]  # pennylane ships no type hints
     """A PennyLane device backed by a qfleet service.
 
     Args:
@@ -194,7 +194,7 @@ class QfleetDevice(Device):
         timeout: seconds to wait for each job.
     """
 
-    name = "qfleet"  # type: ignore[assignment]
+    name = "qfleet"
 
     def __init__(
         self,
@@ -258,7 +258,9 @@ class QfleetDevice(Device):
             return False
         if circuit is None:
             return True
-        if circuit.shots or not all(isinstance(m, ExpectationMP) and _analytic_measurement(m) for m in circuit.measurements):
+        if circuit.shots or not all(
+            isinstance(m, ExpectationMP) and _analytic_measurement(m) for m in circuit.measurements
+        ):
             return False
         num_op_params = len(circuit.get_parameters(trainable_only=False, operations_only=True))
         return all(i < num_op_params for i in circuit.trainable_params)  # not observable coefficients
@@ -307,7 +309,9 @@ class QfleetDevice(Device):
         if self.tracker.active:
             self.tracker.update(batches=1, executions=len(tapes), qfleet_jobs=jobs)
             for tape, result in zip(tapes, results):
-                self.tracker.update(results=result, shots=tape.shots.total_shots or 0, resources=tape.specs["resources"])
+                self.tracker.update(
+                    results=result, shots=tape.shots.total_shots or 0, resources=tape.specs["resources"]
+                )
             self.tracker.record()
         return results, jacobians
 
@@ -322,7 +326,7 @@ class QfleetDevice(Device):
         for i, plan in enumerate(plans):
             obs_key = tuple(tuple(sorted(o.items())) for o in plan.observables)
             groups.setdefault((plan.key, obs_key), []).append(i)
-        pubs = []
+        pubs: list[Any] = []
         for (key, _), members in groups.items():
             template = self._templates[key]
             observables = plans[members[0]].observables
@@ -510,4 +514,3 @@ def _split_shots(tape: QuantumScript, samples: np.ndarray) -> Any:
         out.append(samples[start : start + shots])
         start += shots
     return tuple(out)
-

@@ -83,4 +83,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for name, reason in SKIPPED.items():
             if name in item.nodeid:
                 item.add_marker(pytest.mark.skip(reason=reason))
-
