@@ -60,14 +60,10 @@ _SHOT_NOISE = (
 )
 # Every upstream test not run, with why; the rest run with their assertions unchanged.
 SKIPPED: dict[str, str] = {
-    "test_supported_gates_can_be_implemented[graph_disabled-Snapshot]": _STATE,
-    "test_supported_gates_can_be_implemented[graph_enabled-Snapshot]": _STATE,
-    "test_supported_gates_can_be_implemented[graph_disabled-BlockEncode]": _NO_GATES,
-    "test_supported_gates_can_be_implemented[graph_enabled-BlockEncode]": _NO_GATES,
-    "test_supported_gates_can_be_implemented[graph_disabled-DoubleExcitationPlus]": _NO_GATES,
-    "test_supported_gates_can_be_implemented[graph_enabled-DoubleExcitationPlus]": _NO_GATES,
-    "test_supported_gates_can_be_implemented[graph_disabled-DoubleExcitationMinus]": _NO_GATES,
-    "test_supported_gates_can_be_implemented[graph_enabled-DoubleExcitationMinus]": _NO_GATES,
+    "test_supported_gates_can_be_implemented[Snapshot]": _STATE,
+    "test_supported_gates_can_be_implemented[BlockEncode]": _NO_GATES,
+    "test_supported_gates_can_be_implemented[DoubleExcitationPlus]": _NO_GATES,
+    "test_supported_gates_can_be_implemented[DoubleExcitationMinus]": _NO_GATES,
     "test_templates.py::TestTemplates::test_MottonenStatePreparation_state": _STATE,
     "test_templates.py::TestTemplates::test_FlipSign": _STATE,
     "test_templates.py::TestTemplates::test_BasisRotation": _STATE,
