@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q torch==2.13.0  # the CPU build; before anything that depends on torch
-	$(BIN)/pip install -q -e "./client[qiskit,progress,torch]" -e ".[dev,demo]"
+	$(BIN)/pip install -q -e "./client[qiskit,progress,torch,pennylane]" -e ".[dev,demo]"
 	touch $@
 
 redis:
