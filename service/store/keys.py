@@ -112,6 +112,17 @@ class Keys:
     def device_slots(self, device: str) -> str:
         return f"{self.p}:device:{device}:slots"
 
+    def device_line(self, device: str) -> str:
+        """Sorted set: workers waiting for a device slot, by ticket (served in that order)."""
+        return f"{self.p}:device:{device}:line"
+
+    def device_seen(self, device: str) -> str:
+        """Sorted set: when each waiter for a device last asked (one that stops asking leaves the line)."""
+        return f"{self.p}:device:{device}:seen"
+
+    def device_tickets(self, device: str) -> str:
+        return f"{self.p}:device:{device}:tickets"
+
     def job_attempts(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}:attempts"
 

@@ -113,22 +113,28 @@ class Leases(StoreBase):
         raw = self.redis.hgetall(self.keys.job_attempts(job_id))
         return {int(k): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
 
-    def device_slot(self, device: str, limit: int, hold_s: float = 600.0) -> Any:
-        """A context manager: wait for one of ``limit`` slots of a device (a QPU runs one batch at a time)."""
+    def device_slot(self, device: str, limit: int, hold_s: float = 600.0, poll_s: float = 0.02) -> Any:
+        """A context manager: wait for one of ``limit`` slots of a device (a QPU runs one batch at a
+        time). Waiters are served in arrival order, so a long task that takes the slot for each
+        chunk of its work gives the device to every worker that asked meanwhile (time slicing)."""
         store = self
+        keys = [store.keys.device_slots(device), store.keys.device_line(device)]
+        keys += [store.keys.device_seen(device), store.keys.device_tickets(device)]
 
         class Slot:
             def __enter__(self) -> None:
                 self.holder = uuid.uuid4().hex
                 while True:
                     now = time.time()
-                    if store._acquire(
-                        keys=[store.keys.device_slots(device)], args=[limit, self.holder, now, now + hold_s]
-                    ):
+                    stale = now - max(2.0, 50 * poll_s)
+                    if store._acquire(keys=keys, args=[limit, self.holder, now, now + hold_s, stale]):
                         return
-                    time.sleep(0.02)
+                    time.sleep(poll_s)
 
             def __exit__(self, *exc: object) -> None:
-                store.redis.zrem(store.keys.device_slots(device), self.holder)
+                pipe = store.redis.pipeline()
+                for key in keys[:3]:  # the slot, or the place in line of a wait cut short
+                    pipe.zrem(key, self.holder)
+                pipe.execute()
 
         return Slot()

@@ -139,10 +139,26 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
-# A counting semaphore with expiring holders: at most ARGV[1] at once.
+# A counting semaphore with expiring holders (at most ARGV[1] at once) that serves its waiters
+# in arrival order: a holder that releases and asks again between chunks of a long task goes
+# behind those already waiting, so the device is time-sliced among them. A waiter that has
+# not asked again since ARGV[5] (stopped or killed) leaves the line.
+# KEYS: holders (zset: holder -> lease end), line (zset: waiter -> ticket), seen (zset:
+# waiter -> last ask), ticket counter; ARGV: limit, holder, now, lease end, stale before.
 ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], 0, ARGV[5])) do
+  redis.call('ZREM', KEYS[2], gone)
+  redis.call('ZREM', KEYS[3], gone)
+end
+if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[2])
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[2]) < free then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
   return 1
 end

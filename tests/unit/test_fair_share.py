@@ -111,3 +111,54 @@ def test_a_requeued_task_is_charged_its_spec_seconds(clean_redis: str) -> None:
     assert taken is not None and taken[1].startswith("S_t1_r")
     submit(jobs, "D", "dave", [0.1], lane)
     assert jobs.store.redis.hget(jobs.store.keys.fair_state(lane), "carol") == b"1.5"
+
+
+def test_a_device_slot_is_time_sliced_between_chunks(clean_redis: str) -> None:
+    """A long device task takes the slot for each chunk of its work; a worker that asked for the
+    device meanwhile gets it at the next chunk boundary, not after the whole task."""
+    import threading
+    import time
+
+    store = Store(Redis.from_url(clean_redis))
+    log: list[str] = []
+    first_chunk = threading.Event()
+
+    def long_task() -> None:
+        for c in range(8):
+            with store.device_slot("wukong72", 1):
+                log.append(f"long{c}")
+                first_chunk.set()
+                time.sleep(0.1)
+
+    def short_task() -> None:
+        first_chunk.wait(5)
+        with store.device_slot("wukong72", 1):
+            log.append("short")
+
+    threads = [threading.Thread(target=long_task), threading.Thread(target=short_task)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert log.index("short") <= 2, log  # one chunk (two, if it asked just as the first ended)
+    assert len(log) == 9
+
+
+def test_a_waiter_that_stops_asking_leaves_the_line(clean_redis: str) -> None:
+    import time
+
+    store = Store(Redis.from_url(clean_redis))
+    keys = store.keys
+    with store.device_slot("wukong72", 1):
+        now = time.time()
+        # a worker killed while waiting: it asked once and never again
+        assert not store._acquire(
+            keys=[keys.device_slots("wukong72"), keys.device_line("wukong72"), keys.device_seen("wukong72"),
+                  keys.device_tickets("wukong72")],
+            args=[1, "killed", now, now + 600, now - 2],
+        )  # fmt: skip
+    t0 = time.monotonic()
+    with store.device_slot("wukong72", 1):  # behind the dead waiter until it counts as gone (2 s)
+        waited = time.monotonic() - t0
+    assert 1.5 < waited < 5.0, waited
+    assert store.redis.zcard(keys.device_line("wukong72")) == 0
