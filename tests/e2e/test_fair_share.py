@@ -51,19 +51,19 @@ def test_a_small_job_does_not_wait_for_a_big_one_queued_first_in_its_lane(stack:
         heavy = big.estimate([(circuit, "I" * 13 + "Z", values)])  # priced over fair_share_s: the low lane
         time.sleep(0.5)  # the worker is inside the big job
         small_id, seconds = small_job(small)
-        big_status = heavy.status().status
+        snapshot = heavy.status()
         heavy.result(timeout=300, progress=False)
         big_seconds = time.monotonic() - t0
     # the same lane, so lanes do not explain the order
     assert store.job_field(heavy.id, "queue") == store.job_field(small_id, "queue") == store.keys.queue("aer", "low")
     big_tasks = [t["seconds"] for t in store.recent_tasks() if t["job"] == heavy.id]
     assert len(big_tasks) >= 4
-    assert big_status == "running", big_status  # the small job finished first
+    # the small job finished first, with tasks of the big one still queued: first come, first
+    # served would have made it wait for all of them
+    assert snapshot.status == "running" and snapshot.progress.tasks_total - snapshot.progress.tasks_done >= 2, snapshot
     # At most about one task of the big job (the one running when it arrived) on top of its own
     # time. Measured, not planned: on a loaded machine a task takes longer than its estimate.
     bound = baseline + 1.5 * max(big_tasks) + 1.0
     assert seconds < bound, f"small job took {seconds:.2f} s behind the big one ({baseline:.3f} s alone)"
-    # first come, first served would have made it wait for (nearly) the whole big job
-    assert big_seconds > 2 * bound, f"the big job ({big_seconds:.1f} s) is too small to tell FIFO from fair share"
     print(f"\nsmall job {seconds:.3f} s (alone {baseline:.3f} s) behind a big job of {len(big_tasks)} tasks")
     print(f"(longest {max(big_tasks):.2f} s) that ran {big_seconds:.1f} s in all")
