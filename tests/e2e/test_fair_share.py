@@ -24,8 +24,9 @@ SMALL_QASM = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit[2] 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # one worker: with first-come first-served, the small job would wait for every task of the big one
-    with Stack(port=free_port(), workers=1, device_worker=False, log_dir=tmp_path_factory.mktemp("fair")) as running:
+    # one worker (and one device worker): first come, first served would make the small job wait
+    # for every task of the big one
+    with Stack(port=free_port(), workers=1, log_dir=tmp_path_factory.mktemp("fair")) as running:
         store = Store(connect(Settings(redis_url=running.redis_url or "", dev_mode=True)))
         store.add_api_key(BIG, tenant="big", role="user")
         store.add_api_key(SMALL, tenant="small", role="user")
@@ -67,3 +68,29 @@ def test_a_small_job_does_not_wait_for_a_big_one_queued_first_in_its_lane(stack:
     assert seconds < bound, f"small job took {seconds:.2f} s behind the big one ({baseline:.3f} s alone)"
     print(f"\nsmall job {seconds:.3f} s (alone {baseline:.3f} s) behind a big job of {len(big_tasks)} tasks")
     print(f"(longest {max(big_tasks):.2f} s) that ran {big_seconds:.1f} s in all")
+
+
+def test_device_tenants_take_turns_on_wukong72(stack: Stack) -> None:
+    """One device worker: a tenant's long wukong72 job does not hold the device for its whole run;
+    another tenant's small wukong72 job runs after the task in progress."""
+    circuit = training_ansatz(6)
+    values = np.random.default_rng(6).uniform(0, 3, (600, circuit.num_parameters))
+    with Client(stack.url, api_key=SMALL) as small, Client(stack.url, api_key=BIG) as big:
+        small.estimate([(SMALL_QASM, "ZZ", [[0.2]])], backend="wukong72", shots=200).result(timeout=120, progress=False)
+        heavy = big.estimate([(circuit, "I" * 5 + "Z", values)], backend="wukong72", shots=2000)
+        deadline = time.monotonic() + 60
+        while heavy.status().status == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        job = small.estimate([(SMALL_QASM, "ZZ", [[0.4]])], backend="wukong72", shots=200, priority="low")
+        job.result(timeout=120, progress=False)
+        seconds = time.monotonic() - t0
+        snapshot = heavy.status()
+        heavy.cancel()
+    store = Store(connect(Settings(redis_url=stack.redis_url or "", dev_mode=True)))
+    lane = store.keys.queue("wukong72", "low")
+    assert store.job_field(heavy.id, "queue") == store.job_field(job.id, "queue") == lane  # one lane
+    assert snapshot.progress.tasks_total >= 3, snapshot
+    assert snapshot.status == "running" and snapshot.progress.tasks_total - snapshot.progress.tasks_done >= 2, snapshot
+    print(f"\nsmall wukong72 job {seconds:.2f} s while a {snapshot.progress.tasks_total}-task wukong72 job ran")
