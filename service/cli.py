@@ -208,7 +208,9 @@ def api(
     import uvicorn
 
     os.environ["QFLEET_REDIS_URL"] = cli_settings().redis_url  # the factory reads the environment
-    uvicorn.run("service.cli:app_from_env", factory=True, host=host, port=port, log_level="warning")
+    from .connections import UVICORN_OPTIONS
+
+    uvicorn.run("service.cli:app_from_env", factory=True, host=host, port=port, log_level="warning", **UVICORN_OPTIONS)
 
 
 def _store() -> Store:

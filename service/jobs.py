@@ -118,7 +118,17 @@ class JobService:
             else:
                 if digest:
                     self.store.mark_cacheable(job_id, digest, pipe)
-                queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)), pipe=pipe)
+                task_s = [plan.spec.task_seconds(t) for t in range(len(plan.tasks))]
+                queueing.enqueue(
+                    self.store,
+                    self.settings,
+                    queue_name,
+                    job_id,
+                    range(len(plan.tasks)),
+                    pipe=pipe,
+                    tenant=tenant,
+                    seconds=task_s,
+                )
             pipe.execute()
         log.info(
             "job submitted",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 from rq import Queue, SimpleWorker, Worker
@@ -56,14 +56,22 @@ def enqueue(
     reason: Reason = "first",
     attempt: int = 0,
     pipe: Any = None,
+    tenant: str | None = None,
+    seconds: Sequence[float] | None = None,
 ) -> None:
     """Put tasks of a job on a lane queue; ``reason`` keeps RQ job ids unique when a task is queued again.
-    Within ``pipe`` (a transaction the caller executes) if given, else in one of its own."""
+    Within ``pipe`` (a transaction the caller executes) if given, else in one of its own.
+
+    Each task also joins its tenant's sub-queue of the lane with its estimated seconds (``seconds``,
+    by task index, else read from the job's spec), which is how workers share a lane by cost."""
     # 1 s, then 2 s between tries (RQ's scheduler wakes once a second, so finer steps would not hold)
     retry = Retry(max=settings.task_retries, interval=[1, 2]) if settings.task_retries else None
     suffix = _suffix(reason, attempt)
     queue = _queue(store, queue_name)
     tasks = list(tasks)
+    if tenant is None or seconds is None:
+        tenant, seconds = _share_of(store, job_id, tenant)
+    ids = [store.keys.rq_job_id(job_id, t) + suffix for t in tasks]
     own = pipe is None
     pipe = store.redis.pipeline() if own else pipe
     try:
@@ -72,16 +80,19 @@ def enqueue(
                 Queue.prepare_data(
                     TASK_FUNCTION,
                     args=(job_id, t),
-                    job_id=store.keys.rq_job_id(job_id, t) + suffix,
+                    job_id=rq_id,
                     timeout=settings.task_timeout_s,
                     result_ttl=0,
                     failure_ttl=settings.result_ttl_s,
                     retry=retry,
                     on_failure=Callback(FAILURE_CALLBACK),
                 )
-                for t in tasks
+                for t, rq_id in zip(tasks, ids)
             ],
             pipeline=pipe,
+        )
+        store.fair_put(
+            pipe, queue_name, tenant, [(i, seconds[t] if t < len(seconds) else 0.0) for t, i in zip(tasks, ids)]
         )
         store.ring(pipe, queue_name, len(tasks))  # wakes idle workers (see LeasingQueue)
         if own:
@@ -91,11 +102,21 @@ def enqueue(
             pipe.reset()
 
 
+def _share_of(store: Store, job_id: str, tenant: str | None) -> tuple[str, list[float]]:
+    """(tenant, estimated seconds by task) of a stored job, for a task queued again."""
+    if tenant is None:
+        tenant = store.job_fields(job_id, ["tenant"])[0] or ""
+    spec = store.spec(job_id)
+    return tenant, [spec.task_seconds(t) for t in range(len(spec.tasks))] if spec is not None else []
+
+
 def remove(store: Store, queue_name: str, job_id: str, tasks: Iterable[int]) -> None:
     """Take a job's queued tasks off its queue (first enqueues; workers skip any other copy)."""
     queue = _queue(store, queue_name)
-    for t in tasks:
-        queue.remove(store.keys.rq_job_id(job_id, t))
+    ids = [store.keys.rq_job_id(job_id, t) for t in tasks]
+    for rq_id in ids:
+        queue.remove(rq_id)
+    store.fair_forget(queue_name, ids)
 
 
 def depth(store: Store, backend: str) -> dict[str, int]:

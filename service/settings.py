@@ -82,6 +82,16 @@ class Settings(BaseSettings):
     max_requests_per_client: int = Field(
         default=64, description="Requests one client address may have open at once; more get 429."
     )
+    max_connections_per_client: int = Field(
+        default=128,
+        description="Connections one client address may hold open at once; more are answered 429 and closed.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        description="A request's line and headers must arrive within this many seconds of the connection "
+        "(or of the previous response); else 408 and the connection is closed.",
+    )
+    max_header_bytes: int = Field(default=65536, description="A request's line and headers; more get 431.")
     max_pubs: int = Field(
         default=1_000_000,
         description="PUBs per job. Not a cost limit: PUBs sharing a circuit are planned as one program.",

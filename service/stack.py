@@ -21,6 +21,7 @@ import httpx
 from redis import Redis
 
 from .backends import all_backends
+from .connections import UVICORN_ARGS
 from .settings import Settings
 from .store import Store, connect
 
@@ -242,6 +243,7 @@ class Stack:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                *UVICORN_ARGS,
             ],
             QFLEET_DEV_MODE="1",
         )

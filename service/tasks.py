@@ -96,6 +96,10 @@ class JobSpec:
     def circuits(self, task: int) -> int:
         return sum(s.stop - s.start for s in self.tasks[task])
 
+    def task_seconds(self, task: int) -> float:
+        """A task's estimated compute: what its tenant is charged when a worker takes it."""
+        return sum((s.stop - s.start) * self.pubs[s.pub].row_seconds for s in self.tasks[task])
+
 
 def pack_segment(evs: np.ndarray, stds: np.ndarray, gradient: np.ndarray | None) -> bytes:
     parts = [np.ascontiguousarray(evs, "<f8").tobytes(), np.ascontiguousarray(stds, "<f8").tobytes()]

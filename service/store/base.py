@@ -24,6 +24,7 @@ class StoreBase:
         self._reopen = redis.register_script(scripts.REOPEN)
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._take = redis.register_script(scripts.TAKE)
+        self._fair_put = redis.register_script(scripts.FAIR_PUT)
         self._claim = redis.register_script(scripts.CLAIM)
 
     if TYPE_CHECKING:  # what one part calls of another (Store joins them all)

@@ -125,6 +125,17 @@ class Keys:
     def device_slots(self, device: str) -> str:
         return f"{self.p}:device:{device}:slots"
 
+    def device_line(self, device: str) -> str:
+        """Sorted set: workers waiting for a device slot, by ticket (served in that order)."""
+        return f"{self.p}:device:{device}:line"
+
+    def device_seen(self, device: str) -> str:
+        """Sorted set: when each waiter for a device last asked (one that stops asking leaves the line)."""
+        return f"{self.p}:device:{device}:seen"
+
+    def device_tickets(self, device: str) -> str:
+        return f"{self.p}:device:{device}:tickets"
+
     def job_attempts(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}:attempts"
 
@@ -136,6 +147,29 @@ class Keys:
     def bell(self, queue_name: str) -> str:
         """A list of tokens, one per task put on a queue: idle workers block on it, not on the queue."""
         return f"{self.p}:bell:{queue_name}"
+
+    def fair_tenants(self, queue_name: str) -> str:
+        """Sorted set of the tenants with tasks waiting on a lane queue, scored by the seconds of
+        estimated work each has been served (its virtual time): the lowest is served next."""
+        return f"{self.p}:fair:{queue_name}:tenants"
+
+    def fair_state(self, queue_name: str) -> str:
+        """Hash: tenant -> its virtual time when it last left the lane, and ``*clock`` -> the lane's
+        virtual time (a tenant that comes back starts no earlier than it)."""
+        return f"{self.p}:fair:{queue_name}:state"
+
+    def fair_cost(self, queue_name: str) -> str:
+        """Hash: RQ job id -> estimated seconds, for each task queued through a tenant's sub-queue.
+        An id on the RQ queue list without an entry here was put there by RQ itself (a retry)."""
+        return f"{self.p}:fair:{queue_name}:cost"
+
+    def fair_tasks(self, queue_name: str, tenant: str) -> str:
+        """List: a tenant's queued RQ job ids on a lane, oldest first."""
+        return self.fair_tasks_prefix(queue_name) + tenant
+
+    def fair_tasks_prefix(self, queue_name: str) -> str:
+        """What :meth:`fair_tasks` puts before the tenant (the take script appends the tenant it picks)."""
+        return f"{self.p}:fair:{queue_name}:tasks:"
 
     def tenant_inflight(self, tenant: str) -> str:
         return f"{self.p}:tenant:{tenant}:inflight"

@@ -8,6 +8,9 @@ from typing import Any
 
 from .base import StoreBase
 
+# The least a task is charged: every task costs a worker a round trip, however small its circuit.
+MIN_TASK_S = 0.001
+
 
 class Leases(StoreBase):
     # -- leases: finding tasks whose worker died ---------------------------------
@@ -17,17 +20,42 @@ class Leases(StoreBase):
     def take_task(
         self, queue_keys: list[str], queue_names: list[str], holder: str, seconds: float
     ) -> tuple[str, str, str] | None:
-        """Pop the first task of the first non-empty queue and lease it atomically.
+        """Take a task of the first non-empty queue and lease it atomically: within a queue, the
+        next task of the tenant served the fewest estimated seconds so far (see scripts.TAKE).
 
         Returns (queue key, RQ job id, lease), or None when every queue is empty."""
-        bells = [self.keys.bell(q) for q in queue_names]
-        got = self._take(
-            keys=[self.keys.leases, *queue_keys, *bells], args=[time.time() + seconds, holder, len(queue_keys)]
-        )
+        keys: list[str] = [self.keys.leases]
+        for key, name in zip(queue_keys, queue_names):
+            keys += [key, self.keys.bell(name), self.keys.fair_tenants(name)]
+            keys += [self.keys.fair_state(name), self.keys.fair_cost(name)]
+        prefixes = [self.keys.fair_tasks_prefix(name) for name in queue_names]
+        got = self._take(keys=keys, args=[time.time() + seconds, holder, len(queue_keys), *prefixes])
         if not got:
             return None
         queue_key, rq_id = (v.decode() if isinstance(v, bytes) else v for v in got)
         return queue_key, rq_id, f"{rq_id}|{holder}"
+
+    def fair_put(self, pipe: Any, queue_name: str, tenant: str, tasks: list[tuple[str, float]]) -> None:
+        """In the enqueueing pipeline: RQ job ids just put on a lane's queue list join their
+        tenant's sub-queue there, each with its estimated seconds (what the tenant is charged)."""
+        if not tasks:
+            return
+        keys = [self.keys.fair_tenants(queue_name), self.keys.fair_state(queue_name)]
+        keys += [self.keys.fair_cost(queue_name), self.keys.fair_tasks(queue_name, tenant)]
+        args: list[Any] = [tenant]
+        for rq_id, task_s in tasks:
+            args += [rq_id, repr(max(float(task_s), MIN_TASK_S))]
+        self._fair_put(keys=keys, args=args, client=pipe)
+
+    def fair_forget(self, queue_name: str, rq_ids: list[str]) -> None:
+        """Tasks taken off a queue list (a cancelled job's): their sub-queue entries are skipped."""
+        if rq_ids:
+            self.redis.hdel(self.keys.fair_cost(queue_name), *rq_ids)
+
+    def fair_shares(self, queue_name: str) -> dict[str, float]:
+        """The tenants waiting on a lane, with the seconds of estimated work each has been served."""
+        pairs: Any = self.redis.zrange(self.keys.fair_tenants(queue_name), 0, -1, withscores=True)
+        return {m.decode(): float(score) for m, score in pairs}
 
     def wait_bell(self, queue_names: list[str], timeout: float) -> bool:
         """Block until a task is put on one of these queues (or ``timeout`` passes)."""
@@ -85,22 +113,28 @@ class Leases(StoreBase):
         raw = self.redis.hgetall(self.keys.job_attempts(job_id))
         return {int(k): int(v) for k, v in raw.items()}  # type: ignore[union-attr]
 
-    def device_slot(self, device: str, limit: int, hold_s: float = 600.0) -> Any:
-        """A context manager: wait for one of ``limit`` slots of a device (a QPU runs one batch at a time)."""
+    def device_slot(self, device: str, limit: int, hold_s: float = 600.0, poll_s: float = 0.02) -> Any:
+        """A context manager: wait for one of ``limit`` slots of a device (a QPU runs one batch at a
+        time). Waiters are served in arrival order, so a long task that takes the slot for each
+        chunk of its work gives the device to every worker that asked meanwhile (time slicing)."""
         store = self
+        keys = [store.keys.device_slots(device), store.keys.device_line(device)]
+        keys += [store.keys.device_seen(device), store.keys.device_tickets(device)]
 
         class Slot:
             def __enter__(self) -> None:
                 self.holder = uuid.uuid4().hex
                 while True:
                     now = time.time()
-                    if store._acquire(
-                        keys=[store.keys.device_slots(device)], args=[limit, self.holder, now, now + hold_s]
-                    ):
+                    stale = now - max(2.0, 50 * poll_s)
+                    if store._acquire(keys=keys, args=[limit, self.holder, now, now + hold_s, stale]):
                         return
-                    time.sleep(0.02)
+                    time.sleep(poll_s)
 
             def __exit__(self, *exc: object) -> None:
-                store.redis.zrem(store.keys.device_slots(device), self.holder)
+                pipe = store.redis.pipeline()
+                for key in keys[:3]:  # the slot, or the place in line of a wait cut short
+                    pipe.zrem(key, self.holder)
+                pipe.execute()
 
         return Slot()

@@ -48,21 +48,77 @@ redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' progress')
 return 1
 """
 
-# Takes the first task of the first non-empty queue and leases it in the same step, so a
-# worker killed at any instant leaves each task either queued or leased, never neither.
-# KEYS: leases, then n queues, then their n bells; ARGV: lease deadline, holder, n.
+# Takes a task and leases it in the same step, so a worker killed at any instant leaves each
+# task either queued or leased, never neither. Lanes in order; within a lane, tenants share by
+# cost: the tenant served the fewest seconds of estimated work (its virtual time, the score in
+# the lane's tenant set) goes next, and is charged its task's seconds as it takes it. A task on
+# RQ's list that is in no tenant's sub-queue was put back by RQ itself (a retry): it goes first
+# when it sits at either end of the list, and at the latest when no sub-queue has tasks left.
+# KEYS: leases, then per lane (queue list, bell, tenants, state, cost); ARGV: lease deadline,
+# holder, n lanes, then per lane the key prefix of its tenants' sub-queues.
 TAKE = """
 local n = tonumber(ARGV[3])
 for i = 1, n do
-  local id = redis.call('LPOP', KEYS[1 + i])
+  local b = 1 + (i - 1) * 5
+  local queue, bell, tenants, state, cost = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]
+  local id = false
+  local head = redis.call('LINDEX', queue, 0)
+  if head and redis.call('HEXISTS', cost, head) == 0 then
+    id = redis.call('LPOP', queue)
+  else
+    local tail = redis.call('LINDEX', queue, -1)
+    if tail and redis.call('HEXISTS', cost, tail) == 0 then id = redis.call('RPOP', queue) end
+  end
+  while not id do
+    local top = redis.call('ZRANGE', tenants, 0, 0, 'WITHSCORES')
+    if #top == 0 then break end
+    local tenant, vt = top[1], tonumber(top[2])
+    local sub = ARGV[3 + i] .. tenant
+    local rid = redis.call('LPOP', sub)
+    if rid then
+      local seconds = redis.call('HGET', cost, rid)
+      redis.call('HDEL', cost, rid)
+      -- a task cancelled while queued has left the queue list already: skipped, not charged
+      if seconds and redis.call('LREM', queue, 1, rid) == 1 then
+        id = rid
+        redis.call('HSET', state, '*clock', vt)
+        vt = vt + tonumber(seconds)
+      end
+    end
+    if redis.call('LLEN', sub) == 0 then
+      redis.call('ZREM', tenants, tenant)
+      redis.call('HSET', state, tenant, vt)
+    else
+      redis.call('ZADD', tenants, vt, tenant)
+    end
+  end
+  if not id then id = redis.call('LPOP', queue) end
   if id then
-    redis.call('LPOP', KEYS[1 + n + i])
+    redis.call('HDEL', cost, id)
+    redis.call('LPOP', bell)
     redis.call('ZADD', KEYS[1], ARGV[1], id .. '|' .. ARGV[2])
-    return {KEYS[1 + i], id}
+    return {queue, id}
   end
 end
-for i = 1, n do redis.call('DEL', KEYS[1 + n + i]) end
+for i = 1, n do redis.call('DEL', KEYS[1 + (i - 1) * 5 + 2]) end
 return false
+"""
+
+# Puts tasks (already on RQ's queue list) on their tenant's sub-queue of the lane, with their
+# estimated seconds. A tenant not waiting yet joins at the lane's virtual time, or at its own
+# if that is later (a tenant that just left does not come back with a clean slate).
+# KEYS: tenants, state, cost, the tenant's sub-queue; ARGV: tenant, then (RQ job id, seconds) pairs.
+FAIR_PUT = """
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('RPUSH', KEYS[4], ARGV[i])
+end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local clock = tonumber(redis.call('HGET', KEYS[2], '*clock') or '0')
+  local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+  redis.call('ZADD', KEYS[1], math.max(clock, last), ARGV[1])
+end
+return 1
 """
 
 # A lapsed lease passes to the reaper as a lease of its own (ARGV[3], until ARGV[2]): if the
@@ -83,10 +139,26 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
-# A counting semaphore with expiring holders: at most ARGV[1] at once.
+# A counting semaphore with expiring holders (at most ARGV[1] at once) that serves its waiters
+# in arrival order: a holder that releases and asks again between chunks of a long task goes
+# behind those already waiting, so the device is time-sliced among them. A waiter that has
+# not asked again since ARGV[5] (stopped or killed) leaves the line.
+# KEYS: holders (zset: holder -> lease end), line (zset: waiter -> ticket), seen (zset:
+# waiter -> last ask), ticket counter; ARGV: limit, holder, now, lease end, stale before.
 ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], 0, ARGV[5])) do
+  redis.call('ZREM', KEYS[2], gone)
+  redis.call('ZREM', KEYS[3], gone)
+end
+if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[2])
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[2]) < free then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
   return 1
 end
