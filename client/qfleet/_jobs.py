@@ -1,7 +1,7 @@
 """``Job`` and ``AsyncJob``: twins over :class:`_BaseJob`, which holds every decision.
 
 One wait loop (``_follow``) with one deadline serves ``result``, the progress bar and
-``stream``: it long-polls ``GET /v1/jobs/{id}/result?wait=``, whose 202 answers carry the
+``stream`` (of statuses, or of partial results): it long-polls ``GET /v1/jobs/{id}/result?wait=``, whose 202 answers carry the
 job's progress. While someone watches (a progress bar, a stream) each poll is held at most
 ``PROGRESS_POLL_S``, otherwise up to ``LONG_POLL_S``; a finished job answers at once either way.
 """
@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._base import parse
 from .errors import APIError, JobCancelledError, JobFailedError, JobTimeoutError, QfleetError
-from .results import JobResult, ungroup
+from .results import JobResult, completed, ungroup
 from .wire import JobInfo, JobResultBody
 
 if TYPE_CHECKING:
@@ -102,6 +102,18 @@ class _BaseJob:
         info = parse(JobInfo, body)
         self._raise_for_final(info)
         return info
+
+    def _partial_of(self, body: Any) -> JobResult:
+        return ungroup(JobResult.from_wire(parse(JobResultBody, body)), self.layout)
+
+    def _final_of(self, body: JobResultBody) -> JobResult:
+        return completed(ungroup(JobResult.from_wire(body), self.layout))
+
+    @staticmethod
+    def _is_new(partial: JobResult, seen: int) -> bool:
+        """Whether a partial result read during a stream adds slices (the final result comes on its own)."""
+        done = partial.progress.tasks_done if partial.progress else 0
+        return done > seen and not partial.complete
 
     def _raise_from_conflict(self, exc: APIError) -> None:
         """The result endpoint answers 409 for a failed or cancelled job: raise the job's error."""
@@ -206,12 +218,41 @@ class Job(_BaseJob):
         assert body is not None, "the wait loop ends with a result or an error"
         return ungroup(JobResult.from_wire(body), self.layout)
 
-    def stream(self, timeout: float | None = None) -> Iterator[JobInfo]:
+    def partial(self) -> JobResult:
+        """The results of the tasks finished so far, at once: every array has its full shape,
+        NaN where not yet computed, and each PUB's ``mask`` (bool, True where final) says which
+        values are ready. Raises the job's failure as :meth:`result` does.
+
+        >>> part = job.partial()
+        >>> ready = part[0].evs[part[0].mask]
+        """
+        try:
+            body = self.client._job_partial(self.id)
+        except APIError as exc:
+            self._raise_from_conflict(exc)
+            raise
+        return self._partial_of(body)
+
+    @overload
+    def stream(self, timeout: float | None = None, *, results: Literal[False] = False) -> Iterator[JobInfo]: ...
+
+    @overload
+    def stream(self, timeout: float | None = None, *, results: Literal[True]) -> Iterator[JobResult]: ...
+
+    def stream(self, timeout: float | None = None, *, results: bool = False) -> Iterator[JobInfo] | Iterator[JobResult]:
         """Yield the job's status each time it changes, ending with its final status.
+
+        With ``results=True``, yield partial results (see :meth:`partial`) as tasks finish (within
+        about a second), ending with the complete result (masks all True); the job's failure is raised.
 
         >>> for info in job.stream(timeout=600):
         ...     print(info.status, info.progress.tasks_done, "/", info.progress.tasks_total)
+        >>> for part in job.stream(results=True):
+        ...     train_on(part[0].evs[part[0].mask])
         """
+        return self._stream_results(timeout) if results else self._stream_status(timeout)
+
+    def _stream_status(self, timeout: float | None) -> Iterator[JobInfo]:
         deadline = self._deadline(timeout)
         last = None
         with self._noting_interrupt(self.client.url):
@@ -223,6 +264,20 @@ class Job(_BaseJob):
                         yield info
             except (JobFailedError, JobCancelledError):
                 yield self.status()
+
+    def _stream_results(self, timeout: float | None) -> Iterator[JobResult]:
+        deadline = self._deadline(timeout)
+        seen = 0
+        with self._noting_interrupt(self.client.url):
+            for item in self._follow(deadline, timeout, watching=True):
+                if isinstance(item, JobResultBody):
+                    yield self._final_of(item)
+                    return
+                if item.progress.tasks_done > seen:
+                    part = self.partial()
+                    if self._is_new(part, seen):
+                        seen = part.progress.tasks_done if part.progress else seen
+                        yield part
 
 
 class AsyncJob(_BaseJob):
@@ -279,8 +334,29 @@ class AsyncJob(_BaseJob):
         assert body is not None, "the wait loop ends with a result or an error"
         return ungroup(JobResult.from_wire(body), self.layout)
 
-    async def stream(self, timeout: float | None = None) -> AsyncIterator[JobInfo]:
-        """Yield the job's status each time it changes, ending with its final status."""
+    async def partial(self) -> JobResult:
+        """The results of the tasks finished so far; see :meth:`Job.partial`."""
+        try:
+            body = await self.client._job_partial(self.id)
+        except APIError as exc:
+            self._raise_from_conflict(exc)
+            raise
+        return self._partial_of(body)
+
+    @overload
+    def stream(self, timeout: float | None = None, *, results: Literal[False] = False) -> AsyncIterator[JobInfo]: ...
+
+    @overload
+    def stream(self, timeout: float | None = None, *, results: Literal[True]) -> AsyncIterator[JobResult]: ...
+
+    def stream(
+        self, timeout: float | None = None, *, results: bool = False
+    ) -> AsyncIterator[JobInfo] | AsyncIterator[JobResult]:
+        """Yield the job's status each time it changes, ending with its final status; with
+        ``results=True``, partial results as tasks finish, then the complete one. See :meth:`Job.stream`."""
+        return self._stream_results(timeout) if results else self._stream_status(timeout)
+
+    async def _stream_status(self, timeout: float | None) -> AsyncIterator[JobInfo]:
         deadline = self._deadline(timeout)
         last = None
         with self._noting_interrupt(self.client.url):
@@ -292,3 +368,17 @@ class AsyncJob(_BaseJob):
                         yield info
             except (JobFailedError, JobCancelledError):
                 yield await self.status()
+
+    async def _stream_results(self, timeout: float | None) -> AsyncIterator[JobResult]:
+        deadline = self._deadline(timeout)
+        seen = 0
+        with self._noting_interrupt(self.client.url):
+            async for item in self._follow(deadline, timeout, watching=True):
+                if isinstance(item, JobResultBody):
+                    yield self._final_of(item)
+                    return
+                if item.progress.tasks_done > seen:
+                    part = await self.partial()
+                    if self._is_new(part, seen):
+                        seen = part.progress.tasks_done if part.progress else seen
+                        yield part
