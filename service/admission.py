@@ -115,6 +115,20 @@ class Admission:
             max_shots=min(backend.max_shots, limits.max_shots),
         )
 
+    def check_layout(self, layout: list[tuple[int, int | None]], shapes: list[tuple[int, ...]]) -> None:
+        """A stacking client's layout must point into the job's PUBs: the results are split by it."""
+        if len(layout) > self.settings.max_circuits:
+            raise InvalidRequest(
+                f"layout has {len(layout)} entries; the limit is {self.settings.max_circuits}", code="invalid_layout"
+            )
+        for n, (pub, row) in enumerate(layout):
+            if not 0 <= pub < len(shapes) or (row is not None and not (shapes[pub] and 0 <= row < shapes[pub][0])):
+                raise InvalidRequest(
+                    f"layout[{n}] = [{pub}, {row}] names no PUB of the job, or no row along its first axis",
+                    code="invalid_layout",
+                    entry=n,
+                )
+
     def check_price(self, price: Price, limits: TenantLimits, backend: Backend) -> None:
         """Refuse a job whose computed or stored size is over a limit, before anything is built."""
         max_circuits = min(self.settings.max_circuits, limits.max_circuits)

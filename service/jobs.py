@@ -96,6 +96,9 @@ class JobService:
             priority=options.priority,
         )
         admission.check_inflight(tenant, limits, len(plan.tasks))
+        if request.layout is not None:
+            admission.check_layout(request.layout, [p.shape for p in pubs])
+            plan.data["layout"] = json.dumps(request.layout, separators=(",", ":")).encode()
         job_id = "j-" + uuid.uuid4().hex[:20]
         if idempotency_key:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
@@ -239,6 +242,7 @@ class JobService:
         spec = self.store.spec(job_id)
         assert spec is not None, "a job has its spec"
         slices = self.store.results(job_id)
+        (layout,) = self.store.data(job_id, ["layout"])
         finished = len(slices)
         masks = ready_masks(spec, set(slices)) if partial else None
         if partial:
@@ -252,6 +256,8 @@ class JobService:
                 pub_result.mask = encode_array(mask, "uint8")
             body.status = record["status"]  # type: ignore[assignment]
             body.progress = Progress(tasks_done=finished, tasks_total=len(spec.tasks))
+        if layout is not None:
+            body.metadata["layout"] = json.loads(layout)
         return body
 
     def _estimator_result(

@@ -240,6 +240,7 @@ class BaseClient:
         noise: bool | None = None,
         primitive: str = "estimator",
         tags: dict[str, str] | None = None,
+        layout: Layout | None = None,
     ) -> dict[str, Any]:
         options = validate_options(
             precision=precision, shots=shots, seed=seed, gradient=gradient, priority=priority, noise=noise
@@ -256,6 +257,7 @@ class BaseClient:
             pubs=encoded,
             options=options,
             tags=_tags(tags),
+            layout=layout,
         )
         return request.model_dump(mode="json", exclude_none=True)
 

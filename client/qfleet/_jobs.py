@@ -103,11 +103,18 @@ class _BaseJob:
         self._raise_for_final(info)
         return info
 
+    def _unstacked(self, body: JobResultBody) -> JobResult:
+        """One result per PUB the caller sent: the layout is this handle's, or, for a handle made by
+        ``client.job(id)``, the one the submitting client stored with the job."""
+        result = JobResult.from_wire(body)
+        layout = self.layout if self.layout is not None else result.metadata.get("layout")
+        return ungroup(result, None if layout is None else [(int(w), row) for w, row in layout])
+
     def _partial_of(self, body: Any) -> JobResult:
-        return ungroup(JobResult.from_wire(parse(JobResultBody, body)), self.layout)
+        return self._unstacked(parse(JobResultBody, body))
 
     def _final_of(self, body: JobResultBody) -> JobResult:
-        return completed(ungroup(JobResult.from_wire(body), self.layout))
+        return completed(self._unstacked(body))
 
     @staticmethod
     def _is_new(partial: JobResult, seen: int) -> bool:
@@ -216,7 +223,7 @@ class Job(_BaseJob):
                 elif show is not None:
                     show(item)
         assert body is not None, "the wait loop ends with a result or an error"
-        return ungroup(JobResult.from_wire(body), self.layout)
+        return self._unstacked(body)
 
     def partial(self) -> JobResult:
         """The results of the tasks finished so far, at once: every array has its full shape,
@@ -332,7 +339,7 @@ class AsyncJob(_BaseJob):
                 elif show is not None:
                     show(item)
         assert body is not None, "the wait loop ends with a result or an error"
-        return ungroup(JobResult.from_wire(body), self.layout)
+        return self._unstacked(body)
 
     async def partial(self) -> JobResult:
         """The results of the tasks finished so far; see :meth:`Job.partial`."""

@@ -117,7 +117,9 @@ class Client(BaseClient):
         Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
         """
         pubs, layout = _stacked(pubs, precision, shots, seed)
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise, tags=tags)
+        body = self._job_request(
+            pubs, backend, precision, shots, seed, gradient, priority, noise, tags=tags, layout=layout
+        )
         info = parse(
             JobInfo,
             self._request(
@@ -285,7 +287,9 @@ class AsyncClient(BaseClient):
     ) -> AsyncJob:
         """Submit PUBs; returns an :class:`AsyncJob`. See :meth:`Client.estimate`."""
         pubs, layout = _stacked(pubs, precision, shots, seed)
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise, tags=tags)
+        body = self._job_request(
+            pubs, backend, precision, shots, seed, gradient, priority, noise, tags=tags, layout=layout
+        )
         info = parse(
             JobInfo,
             await self._request(

@@ -224,6 +224,12 @@ class JobRequest(BaseModel):
     )
     pubs: list[Pub] = Field(min_length=1, description="Results come back one per PUB, in this order.")
     options: JobOptions = Field(default_factory=JobOptions)
+    layout: list[tuple[int, int | None]] | None = Field(
+        default=None,
+        description="For clients that stack PUBs: one [PUB index, row] per PUB the caller meant, row null "
+        "for a PUB sent as it is, else the index along that PUB's first axis. Kept with the job and "
+        "returned as the result's `metadata.layout`, so any process that reads the result can split it back.",
+    )
     tags: dict[str, str] = Field(
         default_factory=dict,
         description=TAGS_DESCRIPTION,

@@ -120,3 +120,12 @@ def test_tags_are_bounded_at_submission(api: TestClient, tags: dict[str, Any], c
         "/v1/jobs", json=job(tags={f"k{i}": "v" * 256 for i in range(16)}), headers={"Authorization": f"Bearer {USER}"}
     )
     assert ok.status_code == 201 and len(ok.json()["tags"]) == 16
+
+
+@pytest.mark.parametrize("layout", [[[1, None]], [[0, 1]], [[0, -1]], [[-1, None]]])
+def test_a_layout_must_point_into_the_job(api: TestClient, layout: list[Any]) -> None:
+    response = api.post("/v1/jobs", json=job(layout=layout), headers={"Authorization": f"Bearer {USER}"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_layout", response.text
+    stacked = job(layout=[[0, 0], [0, 1]])
+    stacked["pubs"][0]["parameter_values"] = [[[0.1]], [[0.2]]]
+    assert api.post("/v1/jobs", json=stacked, headers={"Authorization": f"Bearer {USER}"}).status_code == 201

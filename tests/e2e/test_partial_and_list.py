@@ -91,28 +91,34 @@ def test_partial_results_of_a_running_job_then_its_final_result(stack: Stack, cl
     assert all(np.array_equal(p.evs, f.evs) for p, f in zip(done, final))
 
 
-def test_another_process_finds_a_job_by_its_tags_and_reattaches(stack: Stack, client: Client) -> None:
+def test_another_process_finds_jobs_by_tag_and_reattaches(stack: Stack, client: Client) -> None:
     rng = np.random.default_rng()
     circuit = training_ansatz(4)
-    values = rng.uniform(-np.pi, np.pi, (2, 8, circuit.num_parameters))
+    values = rng.uniform(-np.pi, np.pi, (4, 8, circuit.num_parameters))
     run = f"exp-{rng.integers(1 << 30)}"
-    jobs = [client.estimate([(circuit, "ZIII", values[i])], tags={"run": run, "step": str(i)}) for i in range(2)]
+    # step 0: three PUBs sharing a circuit, which the client sends stacked as one
+    pubs = [[(circuit, "ZIII", values[k]) for k in range(3)], [(circuit, "IIZI", values[3])]]
+    jobs = [client.estimate(pubs[i], tags={"run": run, "step": str(i)}) for i in range(2)]
     script = (
         "import sys, numpy as np; from qfleet import Client\n"
         "client = Client(sys.argv[1], api_key=sys.argv[2])\n"
         f"found = list(client.jobs(tag='run:{run}'))\n"
         "print(' '.join(j.id for j in found))\n"
-        "for info in found: np.save(sys.stdout.buffer, client.job(info.id).result(timeout=120, progress=False)[0].evs)\n"
+        "for info in found:\n"
+        "    result = client.job(info.id).result(timeout=120, progress=False)\n"
+        "    np.save(sys.stdout.buffer, np.stack([r.evs for r in result]))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script, stack.url, stack.api_key], capture_output=True, check=True, timeout=120
     ).stdout
     ids, _, arrays = out.partition(b"\n")
     assert ids.decode().split() == [jobs[1].id, jobs[0].id]  # newest first
-
     buf = io.BytesIO(arrays)
-    got = [np.load(buf) for _ in jobs]
-    for evs, i in zip(got, (1, 0)):
-        np.testing.assert_allclose(evs, direct_aer(circuit, "ZIII", values[i]), atol=1e-8)
-        assert np.array_equal(evs, jobs[i].result(timeout=60, progress=False)[0].evs)
+    got = {1: np.load(buf), 0: np.load(buf)}
+    assert got[0].shape == (3, 8) and got[1].shape == (1, 8)  # one result per PUB sent, as the submitter sees
+    for i in (0, 1):
+        mine = jobs[i].result(timeout=60, progress=False)
+        assert np.array_equal(got[i], np.stack([r.evs for r in mine]))
+        for k, (c, obs, vals) in enumerate(pubs[i]):
+            np.testing.assert_allclose(got[i][k], direct_aer(c, obs, vals), atol=1e-8)
     assert [j.tags["step"] for j in client.jobs(tag={"run": run}, status="done")] == ["1", "0"]
