@@ -18,6 +18,7 @@ from service.settings import Settings
 from service.store import Store
 
 USER, OTHER = "qf_test_user_key_aaaaaaaaaaaa", "qf_test_other_key_bbbbbbbbbbb"
+ADMIN = "qf_test_admin_key_ccccccccccc"
 QASM = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit[2] q; ry(a) q[0]; cx q[0], q[1];'
 
 
@@ -31,7 +32,7 @@ def api(clean_redis: str) -> Iterator[TestClient]:
     store = Store(Redis.from_url(clean_redis))
     store.add_api_key(USER, tenant="alpha", role="user")
     store.add_api_key(OTHER, tenant="beta", role="user")
-    with TestClient(create_app(Settings(redis_url=clean_redis))) as client:
+    with TestClient(create_app(Settings(redis_url=clean_redis, admin_key=ADMIN))) as client:
         yield client
 
 
@@ -129,3 +130,15 @@ def test_a_layout_must_point_into_the_job(api: TestClient, layout: list[Any]) ->
     stacked = job(layout=[[0, 0], [0, 1]])
     stacked["pubs"][0]["parameter_values"] = [[[0.1]], [[0.2]]]
     assert api.post("/v1/jobs", json=stacked, headers={"Authorization": f"Bearer {USER}"}).status_code == 201
+
+
+def test_the_dashboard_shows_and_filters_tags(api: TestClient) -> None:
+    alpha = sdk(api, USER)
+    tagged = alpha.estimate([(QASM, "ZZ", [[0.1]])], tags={"run": "exp7", "note": "<b>bold</b>"}).id
+    plain = alpha.estimate([(QASM, "ZZ", [[0.2]])]).id
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    page = api.get(f"/admin/jobs/{tagged}", headers=admin).text
+    assert 'id="tags"' in page and "run=exp7" in page and "note=&lt;b&gt;bold&lt;/b&gt;" in page
+    assert 'id="tags"' not in api.get(f"/admin/jobs/{plain}", headers=admin).text
+    listing = api.get("/admin/jobs", params={"tag": "run:exp7"}, headers=admin).text
+    assert tagged in listing and plain not in listing
