@@ -122,3 +122,34 @@ def test_another_process_finds_jobs_by_tag_and_reattaches(stack: Stack, client: 
         for k, (c, obs, vals) in enumerate(pubs[i]):
             np.testing.assert_allclose(got[i][k], direct_aer(c, obs, vals), atol=1e-8)
     assert [j.tags["step"] for j in client.jobs(tag={"run": run}, status="done")] == ["1", "0"]
+
+
+def test_qiskit_primitives_read_partial_results(stack: Stack, client: Client) -> None:
+    from qfleet.qiskit import Estimator, Sampler
+
+    rng = np.random.default_rng()
+    circuit = training_ansatz(4)
+    values = rng.uniform(-np.pi, np.pi, (5, circuit.num_parameters))
+    measured = circuit.copy()
+    measured.measure_all()
+    store = Store(Redis.from_url(stack.redis_url or ""))
+    store.set_paused("aer", True)  # nothing runs: the partial results hold no values yet
+    try:
+        estimate = Estimator(client, backend="aer").run([(circuit, ["ZIII", "IIXI"], values[:, None, :])])
+        sample = Sampler(client, backend="aer", seed=11).run([(measured, values)], shots=64)
+        time.sleep(1.0)
+        held = estimate.partial_result()
+        data = held[0].data
+        assert data.mask.shape == data.evs.shape == (5, 2) and not data.mask.any() and np.isnan(data.evs).all()
+        assert held.qfleet.metadata["progress"][0] == 0 and held.qfleet.metadata["status"] in ("queued", "running")
+        bits = sample.partial_result()[0].data
+        assert bits.mask.shape == (5,) and not bits.mask.any() and not bits.meas.array.any()
+    finally:
+        store.set_paused("aer", False)
+    final = estimate.result()[0].data
+    part = estimate.partial_result()[0].data
+    assert part.mask.all() and np.array_equal(part.evs, final.evs)
+    np.testing.assert_allclose(final.evs, direct_aer(circuit, ["ZIII", "IIXI"], values[:, None, :]), atol=1e-8)
+    sampled = sample.result()[0].data.meas
+    done = sample.partial_result()[0].data
+    assert done.mask.all() and np.array_equal(done.meas.array, sampled.array)
