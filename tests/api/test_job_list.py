@@ -142,3 +142,29 @@ def test_the_dashboard_shows_and_filters_tags(api: TestClient) -> None:
     assert 'id="tags"' not in api.get(f"/admin/jobs/{plain}", headers=admin).text
     listing = api.get("/admin/jobs", params={"tag": "run:exp7"}, headers=admin).text
     assert tagged in listing and plain not in listing
+
+
+def test_the_async_client_lists_and_reads_partial_results(api: TestClient) -> None:
+    import asyncio
+
+    import httpx
+    import numpy as np
+    from qfleet import AsyncClient
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=api.app)
+        async with AsyncClient("http://testserver", api_key=USER, transport=transport) as client:
+            jobs = [await client.estimate([(QASM, ["ZZ", "XI"], [[[0.1]]] * 3)], tags={"i": str(i)}) for i in range(3)]
+            listed = [info async for info in client.jobs(page_size=2)]
+            assert [j.id for j in listed] == [j.id for j in jobs[::-1]]
+            assert [j.id async for j in client.jobs(tag={"i": "1"})] == [jobs[1].id]
+            part = await client.job(jobs[0].id).partial()  # no worker runs here: nothing is ready
+            assert part.status == "queued" and part.progress is not None and part.progress.tasks_done == 0
+            assert part[0].mask is not None and part[0].mask.shape == (3, 2) and not part[0].mask.any()
+            assert np.isnan(part[0].evs).all() and part[0].evs.shape == (3, 2)
+        async with AsyncClient("http://testserver", api_key=OTHER, transport=transport) as theirs:
+            assert [j async for j in theirs.jobs()] == []
+            with pytest.raises(NotFoundError):
+                await theirs.job(jobs[0].id).partial()
+
+    asyncio.run(main())
