@@ -262,6 +262,12 @@ class BaseClient:
         return request.model_dump(mode="json", exclude_none=True)
 
     @staticmethod
+    def _partial_params(after: int | None, wait: float) -> dict[str, str]:
+        if after is None:
+            return {"partial": "true"}
+        return {"partial": "true", "after": str(after), "wait": f"{wait:.3f}"}
+
+    @staticmethod
     def _list_params(
         status: str | None, backend: str | None, tag: TagFilter, since: float | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """``Job`` and ``AsyncJob``: twins over :class:`_BaseJob`, which holds every decision.
 
 One wait loop (``_follow``) with one deadline serves ``result``, the progress bar and
-``stream`` (of statuses, or of partial results): it long-polls ``GET /v1/jobs/{id}/result?wait=``, whose 202 answers carry the
+``stream`` of statuses (``stream(results=True)`` long-polls partial results instead): it long-polls ``GET /v1/jobs/{id}/result?wait=``, whose 202 answers carry the
 job's progress. While someone watches (a progress bar, a stream) each poll is held at most
 ``PROGRESS_POLL_S``, otherwise up to ``LONG_POLL_S``; a finished job answers at once either way.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._base import parse
 from .errors import APIError, JobCancelledError, JobFailedError, JobTimeoutError, QfleetError
-from .results import JobResult, completed, ungroup
+from .results import JobResult, ungroup
 from .wire import JobInfo, JobResultBody
 
 if TYPE_CHECKING:
@@ -113,14 +113,12 @@ class _BaseJob:
     def _partial_of(self, body: Any) -> JobResult:
         return self._unstacked(parse(JobResultBody, body))
 
-    def _final_of(self, body: JobResultBody) -> JobResult:
-        return completed(self._unstacked(body))
-
     @staticmethod
-    def _is_new(partial: JobResult, seen: int) -> bool:
-        """Whether a partial result read during a stream adds slices (the final result comes on its own)."""
+    def _advance(partial: JobResult, seen: int) -> tuple[bool, int]:
+        """(whether to yield it, tasks seen) for a partial result read during a stream: one that adds
+        slices is yielded, unless it already holds everything (the final result then comes as 'done')."""
         done = partial.progress.tasks_done if partial.progress else 0
-        return done > seen and not partial.complete
+        return done > seen and not partial.complete, max(seen, done)
 
     def _raise_from_conflict(self, exc: APIError) -> None:
         """The result endpoint answers 409 for a failed or cancelled job: raise the job's error."""
@@ -249,8 +247,9 @@ class Job(_BaseJob):
     def stream(self, timeout: float | None = None, *, results: bool = False) -> Iterator[JobInfo] | Iterator[JobResult]:
         """Yield the job's status each time it changes, ending with its final status.
 
-        With ``results=True``, yield partial results (see :meth:`partial`) as tasks finish (within
-        about a second), ending with the complete result (masks all True); the job's failure is raised.
+        With ``results=True``, yield a partial result (see :meth:`partial`) as soon as tasks finish
+        (the service holds each request until one does), ending with the complete result (status
+        ``"done"``, masks all True); the job's failure is raised.
 
         >>> for info in job.stream(timeout=600):
         ...     print(info.status, info.progress.tasks_done, "/", info.progress.tasks_total)
@@ -276,15 +275,20 @@ class Job(_BaseJob):
         deadline = self._deadline(timeout)
         seen = 0
         with self._noting_interrupt(self.client.url):
-            for item in self._follow(deadline, timeout, watching=True):
-                if isinstance(item, JobResultBody):
-                    yield self._final_of(item)
+            while True:
+                try:  # held by the service until a task beyond ``seen`` finishes (or the job is final)
+                    body = self.client._job_partial(self.id, seen, self._next_wait(deadline, False))
+                except APIError as exc:
+                    self._raise_from_conflict(exc)
+                    raise
+                part = self._partial_of(body)
+                if part.status == "done":
+                    yield part
                     return
-                if item.progress.tasks_done > seen:
-                    part = self.partial()
-                    if self._is_new(part, seen):
-                        seen = part.progress.tasks_done if part.progress else seen
-                        yield part
+                fresh, seen = self._advance(part, seen)
+                if fresh:
+                    yield part
+                self._check_deadline(deadline, timeout)
 
 
 class AsyncJob(_BaseJob):
@@ -380,12 +384,17 @@ class AsyncJob(_BaseJob):
         deadline = self._deadline(timeout)
         seen = 0
         with self._noting_interrupt(self.client.url):
-            async for item in self._follow(deadline, timeout, watching=True):
-                if isinstance(item, JobResultBody):
-                    yield self._final_of(item)
+            while True:
+                try:
+                    body = await self.client._job_partial(self.id, seen, self._next_wait(deadline, False))
+                except APIError as exc:
+                    self._raise_from_conflict(exc)
+                    raise
+                part = self._partial_of(body)
+                if part.status == "done":
+                    yield part
                     return
-                if item.progress.tasks_done > seen:
-                    part = await self.partial()
-                    if self._is_new(part, seen):
-                        seen = part.progress.tasks_done if part.progress else seen
-                        yield part
+                fresh, seen = self._advance(part, seen)
+                if fresh:
+                    yield part
+                self._check_deadline(deadline, timeout)

@@ -79,8 +79,13 @@ class Client(BaseClient):
     def _job_cancel(self, job_id: str) -> Any:
         return self._request("DELETE", f"/v1/jobs/{job_id}")
 
-    def _job_partial(self, job_id: str) -> Any:
-        return self._request("GET", f"/v1/jobs/{job_id}/result", params={"partial": "true"})
+    def _job_partial(self, job_id: str, after: int | None = None, wait: float = 0.0) -> Any:
+        return self._request(
+            "GET",
+            f"/v1/jobs/{job_id}/result",
+            params=self._partial_params(after, wait),
+            timeout=self._wait_timeout(wait),
+        )
 
     def estimate(
         self,
@@ -268,8 +273,13 @@ class AsyncClient(BaseClient):
     async def _job_cancel(self, job_id: str) -> Any:
         return await self._request("DELETE", f"/v1/jobs/{job_id}")
 
-    async def _job_partial(self, job_id: str) -> Any:
-        return await self._request("GET", f"/v1/jobs/{job_id}/result", params={"partial": "true"})
+    async def _job_partial(self, job_id: str, after: int | None = None, wait: float = 0.0) -> Any:
+        return await self._request(
+            "GET",
+            f"/v1/jobs/{job_id}/result",
+            params=self._partial_params(after, wait),
+            timeout=self._wait_timeout(wait),
+        )
 
     async def estimate(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -91,16 +91,4 @@ def ungroup(result: JobResult, layout: list[tuple[int, int | None]] | None) -> J
                 mask=None if r.mask is None else r.mask[row],
             )
         )
-    return JobResult(result.job_id, items, result.metadata, result.status, result.progress)
-
-
-def completed(result: JobResult) -> JobResult:
-    """A complete result with masks all True, as the last item of a stream of partial results."""
-    items = []
-    for r in result:
-        if r.registers:
-            shape = next(iter(r.registers.values()))[0].shape[:-2]
-        else:
-            shape = r.evs.shape
-        items.append(replace(r, mask=np.ones(shape, dtype=bool)))
     return JobResult(result.job_id, items, result.metadata, result.status, result.progress)

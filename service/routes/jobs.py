@@ -100,28 +100,45 @@ async def get_result(
     jobs: JobsDep,
     tenant: TenantDep,
     wait: Annotated[
-        float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request until the job is final.")
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Seconds to hold the request until the job is final (with `partial` and `after`: until "
+            "more than `after` tasks are done).",
+        ),
     ] = 0.0,
     partial: Annotated[
         bool,
         Query(
-            description="Answer at once with the results of the tasks finished so far: arrays of the full "
-            "shape with NaN where values are not ready, and per PUB a `mask` (1 where ready); `progress` "
-            "says how many tasks are done. `wait` is ignored."
+            description="Answer 200 with the results of the tasks finished so far: arrays of the full shape "
+            "with NaN where values are not ready, per PUB a `mask` (1 where ready), and `progress`. At once, "
+            "unless `after` is given."
         ),
     ] = False,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="With `partial`: hold the request (up to `wait` seconds) until more than this many tasks "
+            "are done or the job is final; pass the `progress.tasks_done` of the last partial result to stream them.",
+        ),
+    ] = None,
 ) -> Any:
     """The job's evs, stds (and gradients), one entry per PUB in request order, once it is
     done. With ``wait``, the request is held until the job is final or ``wait`` seconds
     pass; an unfinished job then answers 202 with its status. With ``partial=true``, the
-    slices finished so far, at once (a training loop reads them while the rest computes)."""
+    slices finished so far (a training loop reads them while the rest computes); with
+    ``after`` too, as soon as a task beyond those finishes."""
     events = request.app.state.events
-    deadline = time.monotonic() + (0.0 if partial else wait)
+    deadline = time.monotonic() + (wait if not partial or after is not None else 0.0)
     with events.watch(job_id) as event:
         while True:
             event.clear()  # before the check: an event that lands during it is kept
             status, record = await run_in_threadpool(jobs.status, job_id, tenant.name)
             if status in TERMINAL_STATUSES:
+                break
+            if partial and after is not None and await run_in_threadpool(jobs.store.tasks_done, job_id) > after:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -42,7 +42,7 @@ def test_partial_results_of_a_running_job_then_its_final_result(stack: Stack, cl
     n = 12
     circuit = training_ansatz(n)
     observables = [["Z" + "I" * (n - 1)], ["I" * (n - 1) + "Z"]]  # (2, 1) against (B,): product rows
-    values = rng.uniform(-np.pi, np.pi, (6000, circuit.num_parameters))
+    values = rng.uniform(-np.pi, np.pi, (10000, circuit.num_parameters))
     zipped_obs = ["Z" * n, "X" + "I" * (n - 1), "I" * (n - 2) + "YY"]  # (3,) against (3,): zip rows
     zipped_values = rng.uniform(-np.pi, np.pi, (3, circuit.num_parameters))
     store = Store(Redis.from_url(stack.redis_url or ""))
