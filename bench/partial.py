@@ -1,7 +1,8 @@
 """Partial results and listing, measured on a real stack:
 
 - how soon a training loop gets its first finished slice (``job.stream(results=True)``)
-  against the whole result, for the training ansatz n=12, B=6000 (two Z observables);
+  against the whole result, for the training ansatz n=12, B=6000 (two Z observables), beside
+  the direct Aer EstimatorV2 call on the same work;
 - what reading a partial result costs against reading the complete one (same job, done);
 - one page of ``GET /v1/jobs`` (50 jobs, then filtered by tag) among a few hundred jobs.
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from qfleet import Client
+from qiskit_aer.primitives import EstimatorV2
 
 from bench.workloads import training_ansatz
 from service.stack import Stack, free_port
@@ -41,6 +43,11 @@ def main() -> None:
     values = np.random.default_rng(7).uniform(-np.pi, np.pi, (B, circuit.num_parameters))
     obs = [["Z" + "I" * (n - 1)], ["I" * (n - 1) + "Z"]]
     out: dict[str, Any] = {"n": n, "B": B}
+    direct = EstimatorV2(options={"backend_options": {"runtime_parameter_bind_enable": True}})
+    direct.run([(circuit, obs, values[:64])]).result()  # warm
+    t0 = time.perf_counter()
+    direct.run([(circuit, obs, values)]).result()
+    out["direct_aer_s"] = round(time.perf_counter() - t0, 3)  # the same work in one process, for scale
     with Stack(port=free_port(), workers=2) as stack, Client(stack.url, api_key=stack.api_key) as client:
         client.estimate([(circuit, obs, values[:64])]).result(timeout=120, progress=False)  # warm the workers
         t0 = time.perf_counter()
