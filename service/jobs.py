@@ -178,7 +178,7 @@ class JobService:
         done = total if record["status"] == "done" else self.store.tasks_done(job_id)
         return _info(job_id, record, done)
 
-    def list(
+    def list_jobs(
         self,
         tenant: str,
         *,
@@ -198,7 +198,7 @@ class JobService:
             )
         if backend is not None:
             self.backend(backend)  # unknown_backend, naming the ones there are
-        wanted = dict(_tag_filter(t) for t in tags or [])
+        wanted = [_tag_filter(t) for t in tags or []]
         position = _decode_cursor(cursor) if cursor else None
         page: list[JobInfo] = []
         scanned = 0
@@ -225,7 +225,7 @@ class JobService:
                 ):
                     continue
                 job_tags = json.loads(clean.get("tags") or "{}")
-                if any(job_tags.get(k) != v for k, v in wanted.items()):
+                if any(job_tags.get(k) != v for k, v in wanted):
                     continue
                 page.append(_info(job_id, clean, done))
                 if len(page) == limit:

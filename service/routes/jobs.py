@@ -77,7 +77,9 @@ def list_jobs(
 ) -> JobList:
     """This API key's tenant's jobs, newest first, one page at a time: follow ``next_cursor``
     until it is null. Jobs are kept for a day after submission."""
-    return jobs.list(tenant.name, status=status, backend=backend, tags=tag, since=since, limit=limit, cursor=cursor)
+    return jobs.list_jobs(
+        tenant.name, status=status, backend=backend, tags=tag, since=since, limit=limit, cursor=cursor
+    )
 
 
 @router.get("/{job_id}", response_model=JobInfo, responses=error_responses(404), summary="Job status and progress")

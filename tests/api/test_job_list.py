@@ -62,6 +62,7 @@ def test_pages_filters_and_tags(api: TestClient) -> None:
     assert exp7 == submitted[0:7:2][::-1] and theirs not in exp7
     assert [j.id for j in alpha.jobs(tag={"run": "exp8", "step": "3"})] == [submitted[3]]
     assert [j.id for j in alpha.jobs(tag=["run:exp8", "step:4"])] == []
+    assert [j.id for j in alpha.jobs(tag=["run:exp8", "run:exp7"])] == []  # every filter must match
     assert [j.id for j in alpha.jobs(backend="lightning")] == [submitted[-1]]
     assert [j.id for j in alpha.jobs(since=middle)] == [submitted[-1]]
     assert len(list(alpha.jobs(status="queued"))) == 8 and list(alpha.jobs(status="done")) == []
