@@ -1,9 +1,11 @@
 """``Job`` and ``AsyncJob``: twins over :class:`_BaseJob`, which holds every decision.
 
 One wait loop (``_follow``) with one deadline serves ``result``, the progress bar and
-``stream`` of statuses (``stream(results=True)`` long-polls partial results instead): it long-polls ``GET /v1/jobs/{id}/result?wait=``, whose 202 answers carry the
+``stream``: it long-polls ``GET /v1/jobs/{id}/result?wait=``, whose 202 answers carry the
 job's progress. While someone watches (a progress bar, a stream) each poll is held at most
 ``PROGRESS_POLL_S``, otherwise up to ``LONG_POLL_S``; a finished job answers at once either way.
+``stream(results=True)`` long-polls ``?partial=true&after=K`` instead, which the service answers
+as soon as a task beyond the K seen finishes.
 """
 
 from __future__ import annotations
