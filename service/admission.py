@@ -7,6 +7,7 @@ before any payload is built, stored or queued. Each refusal has its own code.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 
@@ -20,6 +21,33 @@ from .store import LANES, Store
 
 _OPTIONS = ("shots", "seed", "noise", "precision")
 DEVICE_SLICE_FACTOR = 10.0
+MAX_TAGS = 16
+MAX_TAG_VALUE = 256
+TAG_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # no ':', which splits a `tag=key:value` filter
+
+
+def check_tags(tags: dict[str, str]) -> None:
+    """A job's tags are few and short: they live in every job record and every listing."""
+    if len(tags) > MAX_TAGS:
+        raise InvalidRequest(
+            f"{len(tags)} tags; the limit is {MAX_TAGS}: keep the ones you filter by",
+            code="too_many_tags",
+            limit=MAX_TAGS,
+        )
+    for key, value in tags.items():
+        if not TAG_KEY.fullmatch(key):
+            raise InvalidRequest(
+                f"tag key {key[:80]!r} is not 1-64 characters of letters, digits, '_', '.' or '-'",
+                code="invalid_tag",
+                key=key[:80],
+            )
+        if len(value) > MAX_TAG_VALUE:
+            raise InvalidRequest(
+                f"tag '{key}' has a value of {len(value)} characters; the limit is {MAX_TAG_VALUE}",
+                code="invalid_tag",
+                key=key,
+                limit=MAX_TAG_VALUE,
+            )
 
 
 class Admission:
@@ -64,6 +92,7 @@ class Admission:
         """The backend as this tenant may use it (its width and shots capped by the tenant's limits),
         once the request's shape and options are acceptable there."""
         backend = self.backend(request.backend)
+        check_tags(request.tags)
         if len(request.pubs) > self.settings.max_pubs:
             raise InvalidRequest(
                 f"{len(request.pubs)} PUBs; the limit is {self.settings.max_pubs}", code="too_many_pubs"
@@ -85,6 +114,20 @@ class Admission:
             num_qubits=min(backend.num_qubits, limits.max_qubits),
             max_shots=min(backend.max_shots, limits.max_shots),
         )
+
+    def check_layout(self, layout: list[tuple[int, int | None]], shapes: list[tuple[int, ...]]) -> None:
+        """A stacking client's layout must point into the job's PUBs: the results are split by it."""
+        if len(layout) > self.settings.max_circuits:
+            raise InvalidRequest(
+                f"layout has {len(layout)} entries; the limit is {self.settings.max_circuits}", code="invalid_layout"
+            )
+        for n, (pub, row) in enumerate(layout):
+            if not 0 <= pub < len(shapes) or (row is not None and not (shapes[pub] and 0 <= row < shapes[pub][0])):
+                raise InvalidRequest(
+                    f"layout[{n}] = [{pub}, {row}] names no PUB of the job, or no row along its first axis",
+                    code="invalid_layout",
+                    entry=n,
+                )
 
     def check_price(self, price: Price, limits: TenantLimits, backend: Backend) -> None:
         """Refuse a job whose computed or stored size is over a limit, before anything is built."""

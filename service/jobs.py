@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+import math
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from qfleet.wire import (
     TERMINAL_STATUSES,
     BitArrayData,
     ErrorDetail,
     JobInfo,
+    JobList,
     JobRequest,
     JobResultBody,
+    JobStatus,
     Progress,
     PubResultBody,
     encode_array,
@@ -23,14 +28,14 @@ from qfleet.wire import (
 from . import queueing
 from .admission import Admission
 from .backends import Backend, all_backends
-from .errors import Conflict, NotFound
+from .errors import Conflict, InvalidRequest, NotFound
 from .parsing import shared_pool
 from .planner import plan_job, price_job
 from .pubs import CircuitCache, parse_pub
 from .result_cache import cacheable, engine_version, job_digest
 from .settings import Settings, TenantLimits
 from .store import Store
-from .tasks import JobSpec, assemble, assemble_samples
+from .tasks import JobSpec, assemble, assemble_samples, fill_missing, ready_masks
 
 log = logging.getLogger("qfleet.api")
 RECORD_FIELDS = (
@@ -44,7 +49,9 @@ RECORD_FIELDS = (
     "error",
     "queue",
     "cache_key",
+    "tags",
 )
+LIST_SCAN = 500  # job records one listing request reads at most, whatever its filters drop
 
 
 class JobService:
@@ -92,6 +99,9 @@ class JobService:
             cache=options.cache is not False and self.settings.result_cache_ttl_s > 0,
         )
         admission.check_inflight(tenant, limits, len(plan.tasks))
+        if request.layout is not None:
+            admission.check_layout(request.layout, [p.shape for p in pubs])
+            plan.data["layout"] = json.dumps(request.layout, separators=(",", ":")).encode()
         job_id = "j-" + uuid.uuid4().hex[:20]
         if idempotency_key:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
@@ -112,6 +122,7 @@ class JobService:
                 queue_name,
                 shots=price.shots,
                 pipe=pipe,
+                tags=request.tags,
             )
             if cached is not None:  # every result is in the cache: done now, nothing queued
                 self.store.serve_cached_job(job_id, cached, pipe)
@@ -143,6 +154,7 @@ class JobService:
             created_at=created,
             started_at=created if done else None,
             finished_at=created if done else None,
+            tags=request.tags,
         )
 
     def _cached(
@@ -199,30 +211,77 @@ class JobService:
 
     def info(self, job_id: str, tenant: str, record: dict[str, str] | None = None) -> JobInfo:
         record = record or self._record(job_id, tenant)
-        error = json.loads(record["error"]) if record.get("error") else None
         total = int(record["tasks_total"])
         done = total if record["status"] == "done" else self.store.tasks_done(job_id)
-        return JobInfo(
-            id=job_id,
-            status=record["status"],  # type: ignore[arg-type]
-            backend=record["backend"],
-            progress=Progress(tasks_done=done, tasks_total=total),
-            created_at=float(record["created_at"]),
-            started_at=float(record["started_at"]) if record.get("started_at") else None,
-            finished_at=float(record["finished_at"]) if record.get("finished_at") else None,
-            error=ErrorDetail(**error) if error else None,
-        )
+        return _info(job_id, record, done)
+
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        backend: str | None = None,
+        tags: list[str] | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobList:
+        """A page of the tenant's jobs, newest first, that match every filter given (tags: ``key:value``)."""
+        if status is not None and status not in JOB_STATUSES:
+            raise InvalidRequest(
+                f"status '{status}' is not one of {', '.join(JOB_STATUSES)}",
+                code="invalid_status",
+                allowed=list(JOB_STATUSES),
+            )
+        if backend is not None:
+            self.backend(backend)  # unknown_backend, naming the ones there are
+        wanted = [_tag_filter(t) for t in tags or []]
+        position = _decode_cursor(cursor) if cursor else None
+        page: list[JobInfo] = []
+        scanned = 0
+        exhausted = False
+        while len(page) < limit and not exhausted and scanned < LIST_SCAN:
+            count = min(max(limit, 50), LIST_SCAN - scanned)
+            ids = self.store.tenant_job_ids(tenant, count, position, since)
+            exhausted = len(ids) < count
+            rows = {
+                job_id: (record, done)
+                for job_id, record, done in self.store.job_rows([i for i, _ in ids], list(RECORD_FIELDS))
+            }
+            for job_id, created in ids:
+                scanned += 1
+                position = (created, job_id)
+                if job_id not in rows:
+                    continue  # expired
+                record, done = rows[job_id]
+                clean = {k: v for k, v in record.items() if v is not None}
+                if (
+                    clean.get("tenant") != tenant
+                    or (status is not None and clean.get("status") != status)
+                    or (backend is not None and clean.get("backend") != backend)
+                ):
+                    continue
+                job_tags = json.loads(clean.get("tags") or "{}")
+                if any(job_tags.get(k) != v for k, v in wanted):
+                    continue
+                page.append(_info(job_id, clean, done))
+                if len(page) == limit:
+                    exhausted = exhausted and job_id == ids[-1][0]
+                    break
+        return JobList(jobs=page, next_cursor=None if exhausted or position is None else _encode_cursor(position))
 
     def status(self, job_id: str, tenant: str) -> tuple[str, dict[str, str]]:
         record = self._record(job_id, tenant)
         return record["status"], record
 
-    def result(self, job_id: str, record: dict[str, str]) -> JobResultBody:
+    def result(self, job_id: str, record: dict[str, str], partial: bool = False) -> JobResultBody:
+        """The job's results; with ``partial``, those of its finished tasks (NaN elsewhere) and a mask per PUB."""
         spec = self.store.spec(job_id)
-        assert spec is not None, "a done job has its spec"
+        assert spec is not None, "a job has its spec"
         slices = self.store.results(job_id)
         task_meta = self.store.task_meta(job_id)
-        if record.get("cache_key"):  # the first read keeps the whole job for identical ones
+        (layout,) = self.store.data(job_id, ["layout"])
+        if record.get("cache_key") and record.get("status") == "done":  # the first read keeps the whole job
             self.store.cache_job(
                 job_id,
                 record["tenant"],
@@ -232,8 +291,31 @@ class JobService:
                 self.settings.result_cache_ttl_s,
                 self.settings.result_cache_max_share,
             )
+        finished = len(slices)
+        masks = ready_masks(spec, set(slices)) if partial else None
+        if partial:
+            slices = fill_missing(spec, slices)
         if spec.pubs and spec.pubs[0].primitive == "sampler":
-            return self._sampler_result(job_id, record, spec, slices, task_meta)
+            body = self._sampler_result(job_id, record, spec, slices, task_meta)
+        else:
+            body = self._estimator_result(job_id, record, spec, slices, task_meta)
+        if masks is not None:
+            for pub_result, mask in zip(body.results, masks):
+                pub_result.mask = encode_array(mask, "uint8")
+            body.status = record["status"]  # type: ignore[assignment]
+            body.progress = Progress(tasks_done=finished, tasks_total=len(spec.tasks))
+        if layout is not None:
+            body.metadata["layout"] = json.loads(layout)
+        return body
+
+    def _estimator_result(
+        self,
+        job_id: str,
+        record: dict[str, str],
+        spec: JobSpec,
+        slices: dict[int, bytes],
+        task_meta: dict[int, dict[str, Any]],
+    ) -> JobResultBody:
         arrays = assemble(spec, slices)
         engine_meta = _engine_meta(task_meta)
         results = []
@@ -392,6 +474,55 @@ def _engine_meta(task_meta: dict[int, dict[str, Any]]) -> dict[int, dict[str, An
         for pub_index, meta in per_pub.items():
             engine_meta.setdefault(int(pub_index), meta)
     return engine_meta
+
+
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
+
+
+def _info(job_id: str, record: dict[str, str], done: int) -> JobInfo:
+    """A job's status from its record's fields and its count of finished tasks."""
+    total = int(record["tasks_total"])
+    error = json.loads(record["error"]) if record.get("error") else None
+    return JobInfo(
+        id=job_id,
+        status=record["status"],  # type: ignore[arg-type]
+        backend=record["backend"],
+        progress=Progress(tasks_done=total if record["status"] == "done" else done, tasks_total=total),
+        created_at=float(record["created_at"]),
+        started_at=float(record["started_at"]) if record.get("started_at") else None,
+        finished_at=float(record["finished_at"]) if record.get("finished_at") else None,
+        error=ErrorDetail(**error) if error else None,
+        tags=json.loads(record.get("tags") or "{}"),
+    )
+
+
+def _tag_filter(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition(":")
+    if not sep or not key:
+        raise InvalidRequest(
+            f"tag filter {text[:80]!r} is not key:value (e.g. tag=run:exp7)", code="invalid_tag_filter", tag=text[:80]
+        )
+    return key, value
+
+
+def _encode_cursor(position: tuple[float, str]) -> str:
+    return base64.urlsafe_b64encode(f"{position[0]!r}|{position[1]}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    """The (created, id) position a cursor of :func:`_encode_cursor` holds; anything else is a 400."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, sep, job_id = raw.partition("|")
+        if not sep or not job_id.startswith("j-") or not math.isfinite(float(created)):
+            raise ValueError(raw)
+        return float(created), job_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest(
+            "cursor is not one this service gave: pass `next_cursor` of the previous page as it is, or omit it "
+            "for the first page",
+            code="invalid_cursor",
+        ) from None
 
 
 def _timings(record: dict[str, str]) -> dict[str, float]:

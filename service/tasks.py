@@ -151,6 +151,51 @@ def assemble(spec: JobSpec, results: dict[int, bytes]) -> list[dict[str, np.ndar
     return out
 
 
+def result_bytes(spec: JobSpec, task: int) -> int:
+    """The length of a task's result slice."""
+    size = 0
+    for i, start, stop in spec.tasks[task]:
+        pub = spec.pubs[i]
+        if pub.primitive == "sampler":
+            size += pub.sample_bytes(stop - start)
+        else:
+            size += 8 * pub.width(stop - start) * (2 + (pub.num_parameters if pub.gradient else 0))
+    return size
+
+
+def fill_missing(spec: JobSpec, results: dict[int, bytes]) -> dict[int, bytes]:
+    """Every task's slice: the finished ones, and for the others NaN (estimator) or zero bits (sampler)."""
+    nan = np.full(1, np.nan, "<f8").tobytes()
+    out = dict(results)
+    for t in range(len(spec.tasks)):
+        if t not in out:
+            sampler = bool(spec.tasks[t]) and spec.pubs[spec.tasks[t][0].pub].primitive == "sampler"
+            size = result_bytes(spec, t)
+            out[t] = bytes(size) if sampler else nan * (size // 8)
+    return out
+
+
+def ready_masks(spec: JobSpec, done: set[int]) -> list[np.ndarray]:
+    """Per PUB, a bool array of its result's shape (a sampler PUB: its parameter sets' shape), True
+    where the tasks in ``done`` computed the value."""
+    rows = [np.zeros(pub.rows, dtype=bool) for pub in spec.pubs]
+    for t in done:
+        for i, start, stop in spec.tasks[t]:
+            rows[i][start:stop] = True
+    masks = []
+    for pub, ready in zip(spec.pubs, rows):
+        if pub.primitive == "sampler":
+            masks.append(ready.reshape(pub.par_shape))
+        elif pub.mode == "product":  # a row is one parameter set, for every observable
+            o, r = np.broadcast_arrays(
+                np.arange(pub.num_observables).reshape(pub.obs_shape), np.arange(pub.num_values).reshape(pub.par_shape)
+            )
+            masks.append(ready[r].reshape(pub.shape))
+        else:
+            masks.append(ready.reshape(pub.shape))
+    return masks
+
+
 def assemble_samples(spec: JobSpec, results: dict[int, bytes]) -> list[dict[str, tuple[np.ndarray, int]]]:
     """Sampler jobs: per PUB, per classical register, (uint8 (*shape, shots, bytes), num_bits)."""
     pieces: list[list[tuple[int, bytes]]] = [[] for _ in spec.pubs]

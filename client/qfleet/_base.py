@@ -277,6 +277,8 @@ class BaseClient:
         noise: bool | None = None,
         primitive: str = "estimator",
         cache: bool = True,
+        tags: dict[str, str] | None = None,
+        layout: Layout | None = None,
     ) -> dict[str, Any]:
         options = validate_options(
             precision=precision,
@@ -298,8 +300,30 @@ class BaseClient:
             circuits=table.circuits,
             pubs=encoded,
             options=options,
+            tags=_tags(tags),
+            layout=layout,
         )
         return request.model_dump(mode="json", exclude_none=True)
+
+    @staticmethod
+    def _partial_params(after: int | None, wait: float) -> dict[str, str]:
+        if after is None:
+            return {"partial": "true"}
+        return {"partial": "true", "after": str(after), "wait": f"{wait:.3f}"}
+
+    @staticmethod
+    def _list_params(
+        status: str | None, backend: str | None, tag: TagFilter, since: float | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        """Query parameters of ``GET /v1/jobs``; ``tag`` as ``"key:value"``, a list of them, or a dict."""
+        if isinstance(tag, str):
+            tags = [tag]
+        elif isinstance(tag, dict):
+            tags = [f"{k}:{v}" for k, v in tag.items()]
+        else:
+            tags = list(tag or [])
+        params = {"status": status, "backend": backend, "tag": tags or None, "since": since, "cursor": cursor}
+        return {"limit": limit, **{k: v for k, v in params.items() if v is not None}}
 
     def _check(self, response: httpx.Response) -> Any:
         self._reached = True
@@ -339,6 +363,20 @@ class BaseClient:
 
 
 RETRYABLE = (RateLimitedError, ServerError, httpx.TransportError)
+TagFilter = str | dict[str, str] | Sequence[str] | None
+
+
+def _tags(tags: Any) -> dict[str, str]:
+    """Tags as the service takes them: a str -> str map (the service bounds their count and size)."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise _invalid(
+            f"tags must be a dict of str to str, not {tags!r:.80}",
+            "invalid_tag",
+            'e.g. tags={"run": "exp7", "step": str(step)}',
+        )
+    return dict(tags)
 
 
 def _backoff(attempt: int) -> float:

@@ -4,6 +4,8 @@ One wait loop (``_follow``) with one deadline serves ``result``, the progress ba
 ``stream``: it long-polls ``GET /v1/jobs/{id}/result?wait=``, whose 202 answers carry the
 job's progress. While someone watches (a progress bar, a stream) each poll is held at most
 ``PROGRESS_POLL_S``, otherwise up to ``LONG_POLL_S``; a finished job answers at once either way.
+``stream(results=True)`` long-polls ``?partial=true&after=K`` instead, which the service answers
+as soon as a task beyond the K seen finishes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._base import parse
 from .errors import APIError, JobCancelledError, JobFailedError, JobTimeoutError, QfleetError
@@ -102,6 +104,23 @@ class _BaseJob:
         info = parse(JobInfo, body)
         self._raise_for_final(info)
         return info
+
+    def _unstacked(self, body: JobResultBody) -> JobResult:
+        """One result per PUB the caller sent: the layout is this handle's, or, for a handle made by
+        ``client.job(id)``, the one the submitting client stored with the job."""
+        result = JobResult.from_wire(body)
+        layout = self.layout if self.layout is not None else result.metadata.get("layout")
+        return ungroup(result, None if layout is None else [(int(w), row) for w, row in layout])
+
+    def _partial_of(self, body: Any) -> JobResult:
+        return self._unstacked(parse(JobResultBody, body))
+
+    @staticmethod
+    def _advance(partial: JobResult, seen: int) -> tuple[bool, int]:
+        """(whether to yield it, tasks seen) for a partial result read during a stream: one that adds
+        slices is yielded, unless it already holds everything (the final result then comes as 'done')."""
+        done = partial.progress.tasks_done if partial.progress else 0
+        return done > seen and not partial.complete, max(seen, done)
 
     def _raise_from_conflict(self, exc: APIError) -> None:
         """The result endpoint answers 409 for a failed or cancelled job: raise the job's error."""
@@ -204,14 +223,44 @@ class Job(_BaseJob):
                 elif show is not None:
                     show(item)
         assert body is not None, "the wait loop ends with a result or an error"
-        return ungroup(JobResult.from_wire(body), self.layout)
+        return self._unstacked(body)
 
-    def stream(self, timeout: float | None = None) -> Iterator[JobInfo]:
+    def partial(self) -> JobResult:
+        """The results of the tasks finished so far, at once: every array has its full shape,
+        NaN where not yet computed, and each PUB's ``mask`` (bool, True where final) says which
+        values are ready. Raises the job's failure as :meth:`result` does.
+
+        >>> part = job.partial()
+        >>> ready = part[0].evs[part[0].mask]
+        """
+        try:
+            body = self.client._job_partial(self.id)
+        except APIError as exc:
+            self._raise_from_conflict(exc)
+            raise
+        return self._partial_of(body)
+
+    @overload
+    def stream(self, timeout: float | None = None, *, results: Literal[False] = False) -> Iterator[JobInfo]: ...
+
+    @overload
+    def stream(self, timeout: float | None = None, *, results: Literal[True]) -> Iterator[JobResult]: ...
+
+    def stream(self, timeout: float | None = None, *, results: bool = False) -> Iterator[JobInfo] | Iterator[JobResult]:
         """Yield the job's status each time it changes, ending with its final status.
+
+        With ``results=True``, yield a partial result (see :meth:`partial`) as soon as tasks finish
+        (the service holds each request until one does), ending with the complete result (status
+        ``"done"``, masks all True); the job's failure is raised.
 
         >>> for info in job.stream(timeout=600):
         ...     print(info.status, info.progress.tasks_done, "/", info.progress.tasks_total)
+        >>> for part in job.stream(results=True):
+        ...     train_on(part[0].evs[part[0].mask])
         """
+        return self._stream_results(timeout) if results else self._stream_status(timeout)
+
+    def _stream_status(self, timeout: float | None) -> Iterator[JobInfo]:
         deadline = self._deadline(timeout)
         last = None
         with self._noting_interrupt(self.client.url):
@@ -223,6 +272,25 @@ class Job(_BaseJob):
                         yield info
             except (JobFailedError, JobCancelledError):
                 yield self.status()
+
+    def _stream_results(self, timeout: float | None) -> Iterator[JobResult]:
+        deadline = self._deadline(timeout)
+        seen = 0
+        with self._noting_interrupt(self.client.url):
+            while True:
+                try:  # held by the service until a task beyond ``seen`` finishes (or the job is final)
+                    body = self.client._job_partial(self.id, seen, self._next_wait(deadline, False))
+                except APIError as exc:
+                    self._raise_from_conflict(exc)
+                    raise
+                part = self._partial_of(body)
+                if part.status == "done":
+                    yield part
+                    return
+                fresh, seen = self._advance(part, seen)
+                if fresh:
+                    yield part
+                self._check_deadline(deadline, timeout)
 
 
 class AsyncJob(_BaseJob):
@@ -277,10 +345,31 @@ class AsyncJob(_BaseJob):
                 elif show is not None:
                     show(item)
         assert body is not None, "the wait loop ends with a result or an error"
-        return ungroup(JobResult.from_wire(body), self.layout)
+        return self._unstacked(body)
 
-    async def stream(self, timeout: float | None = None) -> AsyncIterator[JobInfo]:
-        """Yield the job's status each time it changes, ending with its final status."""
+    async def partial(self) -> JobResult:
+        """The results of the tasks finished so far; see :meth:`Job.partial`."""
+        try:
+            body = await self.client._job_partial(self.id)
+        except APIError as exc:
+            self._raise_from_conflict(exc)
+            raise
+        return self._partial_of(body)
+
+    @overload
+    def stream(self, timeout: float | None = None, *, results: Literal[False] = False) -> AsyncIterator[JobInfo]: ...
+
+    @overload
+    def stream(self, timeout: float | None = None, *, results: Literal[True]) -> AsyncIterator[JobResult]: ...
+
+    def stream(
+        self, timeout: float | None = None, *, results: bool = False
+    ) -> AsyncIterator[JobInfo] | AsyncIterator[JobResult]:
+        """Yield the job's status each time it changes, ending with its final status; with
+        ``results=True``, partial results as tasks finish, then the complete one. See :meth:`Job.stream`."""
+        return self._stream_results(timeout) if results else self._stream_status(timeout)
+
+    async def _stream_status(self, timeout: float | None) -> AsyncIterator[JobInfo]:
         deadline = self._deadline(timeout)
         last = None
         with self._noting_interrupt(self.client.url):
@@ -292,3 +381,22 @@ class AsyncJob(_BaseJob):
                         yield info
             except (JobFailedError, JobCancelledError):
                 yield await self.status()
+
+    async def _stream_results(self, timeout: float | None) -> AsyncIterator[JobResult]:
+        deadline = self._deadline(timeout)
+        seen = 0
+        with self._noting_interrupt(self.client.url):
+            while True:
+                try:
+                    body = await self.client._job_partial(self.id, seen, self._next_wait(deadline, False))
+                except APIError as exc:
+                    self._raise_from_conflict(exc)
+                    raise
+                part = self._partial_of(body)
+                if part.status == "done":
+                    yield part
+                    return
+                fresh, seen = self._advance(part, seen)
+                if fresh:
+                    yield part
+                self._check_deadline(deadline, timeout)

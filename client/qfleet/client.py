@@ -6,14 +6,14 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpx
 
-from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient, group_pubs, parse
+from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient, TagFilter, group_pubs, parse
 from ._jobs import AsyncJob, Job
-from .wire import BackendInfo, JobInfo
+from .wire import BackendInfo, JobInfo, JobList
 
 __all__ = ["AsyncClient", "AsyncJob", "Client", "Job"]
 
@@ -79,6 +79,14 @@ class Client(BaseClient):
     def _job_cancel(self, job_id: str) -> Any:
         return self._request("DELETE", f"/v1/jobs/{job_id}")
 
+    def _job_partial(self, job_id: str, after: int | None = None, wait: float = 0.0) -> Any:
+        return self._request(
+            "GET",
+            f"/v1/jobs/{job_id}/result",
+            params=self._partial_params(after, wait),
+            timeout=self._wait_timeout(wait),
+        )
+
     def estimate(
         self,
         pubs: Iterable[Any],
@@ -92,6 +100,7 @@ class Client(BaseClient):
         noise: bool | None = None,
         cache: bool = True,
         cancel_on_error: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> Job:
         """Submit PUBs ``(circuit, observables[, parameter_values[, precision]])``; returns a :class:`Job`.
 
@@ -110,11 +119,16 @@ class Client(BaseClient):
           service's cache TTL.
         - ``cancel_on_error``: ``with client.estimate(...) as job:`` cancels the job if the block
           raises (Ctrl-C included).
+        - ``tags``: labels of your own, e.g. ``{"run": "exp7", "step": "12"}`` (at most 16; keys of
+          letters, digits and ``_.-``), shown in the job's status and on the dashboard;
+          :meth:`jobs` finds jobs by them.
 
         Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
         """
         pubs, layout = _stacked(pubs, precision, shots, seed)
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise, cache=cache)
+        body = self._job_request(
+            pubs, backend, precision, shots, seed, gradient, priority, noise, cache=cache, tags=tags, layout=layout
+        )
         info = parse(
             JobInfo,
             self._request(
@@ -136,6 +150,7 @@ class Client(BaseClient):
         noise: bool | None = None,
         cache: bool = True,
         cancel_on_error: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> Job:
         """Submit sampler PUBs ``circuit`` or ``(circuit[, parameter_values[, shots]])``; the
         results hold, per PUB, ``registers``: name -> (bits as Qiskit's BitArray lays them out,
@@ -145,7 +160,7 @@ class Client(BaseClient):
         >>> bits, num_bits = job.result(timeout=60)[0].registers["meas"]
         """
         body = self._job_request(
-            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", cache=cache
+            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", cache=cache, tags=tags
         )
         info = parse(
             JobInfo,
@@ -156,8 +171,55 @@ class Client(BaseClient):
         return Job(self, info.id, cancel_on_error)
 
     def job(self, job_id: str, cancel_on_error: bool = False) -> Job:
-        """A handle on a job submitted earlier."""
+        """A handle on a job submitted earlier, by this process or another: ``.result()``,
+        ``.partial()``, ``.stream()`` and ``.cancel()`` work as on the one ``estimate`` returned.
+        No request is made here; a job that is unknown, expired or another tenant's raises
+        :class:`~qfleet.NotFoundError` at the first call.
+
+        >>> job = client.job("j-6f1c2a9d0b3e4f5a")
+        >>> job.result(timeout=60)[0].evs
+        """
         return Job(self, job_id, cancel_on_error)
+
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        backend: str | None = None,
+        tag: TagFilter = None,
+        since: float | None = None,
+        page_size: int = 50,
+    ) -> Iterator[JobInfo]:
+        """This tenant's jobs, newest first, as they match every filter given; pages are fetched
+        as the iteration reaches them.
+
+        ``tag``: ``"run:exp7"``, a list of such, or a dict (every one must match); ``since``:
+        Unix seconds. Jobs are kept for a day.
+
+        >>> for info in client.jobs(tag={"run": "exp7"}, status="done"):
+        ...     print(info.id, info.tags["step"], client.job(info.id).result()[0].evs.mean())
+        """
+        cursor = None
+        while True:
+            page = self.jobs_page(status=status, backend=backend, tag=tag, since=since, limit=page_size, cursor=cursor)
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def jobs_page(
+        self,
+        *,
+        status: str | None = None,
+        backend: str | None = None,
+        tag: TagFilter = None,
+        since: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of :meth:`jobs`: pass its ``next_cursor`` as ``cursor`` for the next."""
+        params = self._list_params(status, backend, tag, since, limit, cursor)
+        return parse(JobList, self._request("GET", "/v1/jobs", params=params))
 
     def backends(self) -> list[BackendInfo]:
         return [parse(BackendInfo, b) for b in self._request("GET", "/v1/backends")]
@@ -216,6 +278,14 @@ class AsyncClient(BaseClient):
     async def _job_cancel(self, job_id: str) -> Any:
         return await self._request("DELETE", f"/v1/jobs/{job_id}")
 
+    async def _job_partial(self, job_id: str, after: int | None = None, wait: float = 0.0) -> Any:
+        return await self._request(
+            "GET",
+            f"/v1/jobs/{job_id}/result",
+            params=self._partial_params(after, wait),
+            timeout=self._wait_timeout(wait),
+        )
+
     async def estimate(
         self,
         pubs: Iterable[Any],
@@ -229,10 +299,13 @@ class AsyncClient(BaseClient):
         noise: bool | None = None,
         cache: bool = True,
         cancel_on_error: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> AsyncJob:
         """Submit PUBs; returns an :class:`AsyncJob`. See :meth:`Client.estimate`."""
         pubs, layout = _stacked(pubs, precision, shots, seed)
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise, cache=cache)
+        body = self._job_request(
+            pubs, backend, precision, shots, seed, gradient, priority, noise, cache=cache, tags=tags, layout=layout
+        )
         info = parse(
             JobInfo,
             await self._request(
@@ -254,10 +327,11 @@ class AsyncClient(BaseClient):
         noise: bool | None = None,
         cache: bool = True,
         cancel_on_error: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> AsyncJob:
         """Submit sampler PUBs; returns an :class:`AsyncJob`. See :meth:`Client.sample`."""
         body = self._job_request(
-            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", cache=cache
+            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", cache=cache, tags=tags
         )
         info = parse(
             JobInfo,
@@ -268,7 +342,43 @@ class AsyncClient(BaseClient):
         return AsyncJob(self, info.id, cancel_on_error)
 
     def job(self, job_id: str, cancel_on_error: bool = False) -> AsyncJob:
+        """A handle on a job submitted earlier; see :meth:`Client.job`."""
         return AsyncJob(self, job_id, cancel_on_error)
+
+    async def jobs(
+        self,
+        *,
+        status: str | None = None,
+        backend: str | None = None,
+        tag: TagFilter = None,
+        since: float | None = None,
+        page_size: int = 50,
+    ) -> AsyncIterator[JobInfo]:
+        """This tenant's jobs, newest first (``async for``); see :meth:`Client.jobs`."""
+        cursor = None
+        while True:
+            page = await self.jobs_page(
+                status=status, backend=backend, tag=tag, since=since, limit=page_size, cursor=cursor
+            )
+            for info in page.jobs:
+                yield info
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def jobs_page(
+        self,
+        *,
+        status: str | None = None,
+        backend: str | None = None,
+        tag: TagFilter = None,
+        since: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of :meth:`jobs`; see :meth:`Client.jobs_page`."""
+        params = self._list_params(status, backend, tag, since, limit, cursor)
+        return parse(JobList, await self._request("GET", "/v1/jobs", params=params))
 
     async def backends(self) -> list[BackendInfo]:
         return [parse(BackendInfo, b) for b in await self._request("GET", "/v1/backends")]

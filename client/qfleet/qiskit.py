@@ -4,7 +4,8 @@
 They answer as Qiskit's reference primitives do: the same PUB shapes, the same result
 types and the same metadata dicts (``{"version": 2}`` for the job; ``target_precision`` or
 ``shots`` and ``circuit_metadata`` for each PUB). What qfleet adds (job id, engines, seeds,
-calibration) is on ``result.qfleet``, a :class:`Provenance`.
+calibration) is on ``result.qfleet``, a :class:`Provenance`. One extra beyond Qiskit's API:
+``job.partial_result()`` reads the PUB results finished so far while the rest computes.
 
 >>> from qfleet import Client
 >>> from qfleet.qiskit import Estimator, Sampler
@@ -78,6 +79,32 @@ class QfleetPrimitiveJob(BasePrimitiveJob[PrimitiveResult[Any], JobStatus]):
             )
             self._result = result
         return self._result
+
+    def partial_result(self) -> PrimitiveResult[Any]:
+        """qfleet's extra, not part of Qiskit's API: the results of the tasks finished so far, at
+        once. Each PUB's ``data`` has ``mask`` (bool, the PUB's shape, True where final) beside
+        Qiskit's fields, which hold NaN (evs, stds) or zero bits (sampler) where it is False;
+        ``result.qfleet.metadata["progress"]`` is (tasks done, tasks total).
+
+        >>> part = job.partial_result()[0].data
+        >>> part.evs[part.mask]
+        """
+        raw = self._job.partial()
+        pubs = []
+        for pub_result, item in zip(self._build(raw), raw):
+            data = pub_result.data
+            mask = np.asarray(item.mask, dtype=bool).reshape(data.shape)
+            fields = {name: value for name, value in data.items()}
+            pubs.append(type(pub_result)(DataBin(**fields, mask=mask, shape=data.shape), metadata=pub_result.metadata))
+        result: PrimitiveResult[Any] = PrimitiveResult(pubs, metadata={"version": 2})
+        progress = (raw.progress.tasks_done, raw.progress.tasks_total) if raw.progress else None
+        result.qfleet = Provenance(
+            self._job.id,
+            self._backend,
+            {**raw.metadata, "status": raw.status, "progress": progress},
+            [dict(item.metadata) for item in raw],
+        )
+        return result
 
     def status(self) -> JobStatus:
         return _STATUS[self._job.status().status]

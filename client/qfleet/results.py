@@ -7,12 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from .wire import JobResultBody, decode_array
+from .wire import JobResultBody, Progress, decode_array
 
 
 @dataclass(frozen=True)
 class PubResult:
-    """One PUB's result: ``evs`` and ``stds`` have the PUB's broadcast shape."""
+    """One PUB's result: ``evs`` and ``stds`` have the PUB's broadcast shape.
+
+    A partial result (:meth:`qfleet.Job.partial`) has ``mask``: a bool array of that shape
+    (a sampler PUB: its parameter sets' shape), True where the values are final; evs, stds
+    and gradient hold NaN elsewhere (sampler bits: zeros). A complete result has no mask.
+    """
 
     evs: np.ndarray
     stds: np.ndarray
@@ -20,15 +25,33 @@ class PubResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     # sampler PUBs: register name -> (uint8 array (*shape, shots, bytes), number of bits)
     registers: dict[str, tuple[np.ndarray, int]] | None = None
+    mask: np.ndarray | None = None
 
 
 class JobResult(list[PubResult]):
-    """The results of a job, one :class:`PubResult` per PUB in request order."""
+    """The results of a job, one :class:`PubResult` per PUB in request order.
 
-    def __init__(self, job_id: str, items: list[PubResult], metadata: dict[str, Any]) -> None:
+    ``status`` is ``"done"`` for a complete result; a partial one has the job's status when it
+    was read and ``progress`` (tasks done out of tasks total)."""
+
+    def __init__(
+        self,
+        job_id: str,
+        items: list[PubResult],
+        metadata: dict[str, Any],
+        status: str = "done",
+        progress: Progress | None = None,
+    ) -> None:
         super().__init__(items)
         self.job_id = job_id
         self.metadata = metadata
+        self.status = status
+        self.progress = progress
+
+    @property
+    def complete(self) -> bool:
+        """Whether every value is final (a partial result read after the last task also is)."""
+        return all(r.mask is None or bool(r.mask.all()) for r in self)
 
     @classmethod
     def from_wire(cls, payload: JobResultBody) -> JobResult:
@@ -41,10 +64,11 @@ class JobResult(list[PubResult]):
                 registers=None
                 if r.registers is None
                 else {k: (decode_array(v.bits, "uint8"), v.num_bits) for k, v in r.registers.items()},
+                mask=None if r.mask is None else decode_array(r.mask, "uint8").astype(bool),
             )
             for r in payload.results
         ]
-        return cls(payload.id, items, payload.metadata)
+        return cls(payload.id, items, payload.metadata, payload.status, payload.progress)
 
 
 def ungroup(result: JobResult, layout: list[tuple[int, int | None]] | None) -> JobResult:
@@ -64,6 +88,7 @@ def ungroup(result: JobResult, layout: list[tuple[int, int | None]] | None) -> J
                 stds=r.stds[row],
                 gradient=None if r.gradient is None else r.gradient[row],
                 metadata={**r.metadata, "shape": list(evs.shape)},
+                mask=None if r.mask is None else r.mask[row],
             )
         )
-    return JobResult(result.job_id, items, result.metadata)
+    return JobResult(result.job_id, items, result.metadata, result.status, result.progress)

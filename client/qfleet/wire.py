@@ -49,6 +49,13 @@ ARRAY_ENCODING = (
 )
 
 
+TAGS_DESCRIPTION = (
+    'Labels of your own for finding the job again, e.g. {"run": "exp7", "step": "12"}: at most '
+    "16 tags, keys of 1-64 characters from letters, digits and `_.-`, values of at most 256 characters. "
+    "`GET /v1/jobs?tag=run:exp7` lists the jobs that carry one."
+)
+
+
 class Array(BaseModel):
     """A numeric array: ``data`` is base64 of the raw little-endian bytes, C (row-major) order.
 
@@ -222,6 +229,17 @@ class JobRequest(BaseModel):
     )
     pubs: list[Pub] = Field(min_length=1, description="Results come back one per PUB, in this order.")
     options: JobOptions = Field(default_factory=JobOptions)
+    layout: list[tuple[int, int | None]] | None = Field(
+        default=None,
+        description="For clients that stack PUBs: one [PUB index, row] per PUB the caller meant, row null "
+        "for a PUB sent as it is, else the index along that PUB's first axis. Kept with the job and "
+        "returned as the result's `metadata.layout`, so any process that reads the result can split it back.",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description=TAGS_DESCRIPTION,
+        json_schema_extra={"examples": [{"run": "exp7", "step": "12"}]},
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -289,6 +307,19 @@ class JobInfo(BaseModel):
     started_at: float | None = Field(default=None, description="When the first task started, Unix seconds.")
     finished_at: float | None = Field(default=None, description="When the job became final, Unix seconds.")
     error: ErrorDetail | None = Field(default=None, description="Why a failed job failed.")
+    tags: dict[str, str] = Field(default_factory=dict, description="The tags given at submission.")
+
+
+class JobList(BaseModel):
+    """A page of ``GET /v1/jobs``: the tenant's jobs, newest first."""
+
+    jobs: list[JobInfo] = Field(
+        description="Newest first. A page may hold fewer than `limit` jobs (even none) "
+        "while `next_cursor` is set: filters are applied to a bounded stretch of jobs."
+    )
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class BitArrayData(BaseModel):
@@ -313,17 +344,25 @@ class PubResultBody(BaseModel):
         description="d(evs)/d(parameter_values), shape evs.shape + (P,), the last axis in parameter order; "
         "present when options.gradient was set.",
     )
+    mask: Array | None = Field(
+        default=None,
+        description="Partial results only (`?partial=true`): uint8 of the PUB's shape (estimator: evs.shape; "
+        "sampler: the parameter sets' shape), 1 where the values are final. Elsewhere evs, stds and gradient "
+        "hold NaN and sampler bits hold zeros.",
+    )
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="shape, shots, precision, num_qubits, mode, and what the engine reports."
     )
 
 
 class JobResultBody(BaseModel):
-    """A finished job's results, one per PUB, in request order."""
+    """A finished job's results, one per PUB, in request order; or, with ``?partial=true``, the
+    slices finished so far (each PUB then has a ``mask``)."""
 
     id: str = Field(description="The job id.")
-    status: JobStatus = Field(description="Always 'done' here.")
+    status: JobStatus = Field(description="'done'; a partial result has the job's status now (queued, running).")
     results: list[PubResultBody] = Field(description="One per PUB, in request order.")
+    progress: Progress | None = Field(default=None, description="Partial results only: tasks done so far.")
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="backend, tasks, cost_units, queued_s and running_s (seconds)."
     )

@@ -54,10 +54,16 @@ def worker_rows(jobs: JobService) -> list[dict[str, Any]]:
 
 def job_summaries(jobs: JobService, limit: int = 2000) -> list[dict[str, Any]]:
     """The latest jobs, newest first, with their tasks done and in all."""
-    fields = ["tenant", "backend", "status", "created_at", "started_at", "finished_at", "tasks_total", "error"]
+    fields = ["tenant", "backend", "status", "created_at", "started_at", "finished_at", "tasks_total", "error", "tags"]
     rows = jobs.store.job_rows(jobs.store.recent_jobs(limit), fields)
     return [
-        {**values, "id": job_id, "done": done, "total": int(values["tasks_total"] or 0)}
+        {
+            **values,
+            "id": job_id,
+            "done": done,
+            "total": int(values["tasks_total"] or 0),
+            "tags": json.loads(values["tags"] or "{}"),
+        }
         for job_id, values, done in rows
     ]
 
@@ -141,14 +147,18 @@ def cache_summary(counters: dict[str, float]) -> list[dict[str, Any]]:
     return rows
 
 
-def job_list(jobs: JobService, tenant: str, status: str, backend: str, page_no: int, page_size: int) -> dict[str, Any]:
+def job_list(
+    jobs: JobService, tenant: str, status: str, backend: str, page_no: int, page_size: int, tag: str = ""
+) -> dict[str, Any]:
     all_rows = job_summaries(jobs)
+    tag_key, _, tag_value = tag.strip().partition(":")
     rows = [
         r
         for r in all_rows
         if (not tenant or r["tenant"] == tenant)
         and (not status or r["status"] == status)
         and (not backend or r["backend"] == backend)
+        and (not tag_key or r["tags"].get(tag_key) == tag_value)
     ]
     for r in rows:
         error = json.loads(r["error"]) if r.get("error") else None
@@ -159,7 +169,7 @@ def job_list(jobs: JobService, tenant: str, status: str, backend: str, page_no: 
         "rows": rows[(page_no - 1) * page_size : page_no * page_size],
         "page_no": page_no,
         "pages": pages,
-        "filters": {"tenant": tenant, "status": status, "backend": backend},
+        "filters": {"tenant": tenant, "status": status, "backend": backend, "tag": tag.strip()},
         "choices": {
             "tenant": sorted({r["tenant"] for r in all_rows} | set(jobs.store.tenants())),
             "status": list(JOB_STATUSES),
@@ -209,6 +219,7 @@ def job_detail(jobs: JobService, job_id: str) -> dict[str, Any] | None:
         "failures": store.job_failures(job_id),
         "requeue": jobs.requeue_can_help(job_id),
         "summary": summary,
+        "tags": json.loads(record.get("tags") or "{}"),
         "error": json.loads(record["error"]) if record.get("error") else None,
         "timings": {
             "created": created,

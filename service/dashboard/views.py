@@ -111,13 +111,22 @@ def overview_partial(request: Request) -> HTMLResponse:
 
 @router.get("/jobs", response_class=HTMLResponse)
 def job_list(
-    request: Request, tenant: str = "", status: str = "", backend: str = "", page_no: int = 1, job: str = ""
+    request: Request,
+    tenant: str = "",
+    status: str = "",
+    backend: str = "",
+    page_no: int = 1,
+    job: str = "",
+    tag: str = "",
 ) -> Response:
     admin = admin_of(request)
     if job.strip():  # the search box: straight to that job's page
         return RedirectResponse(f"{PREFIX}/jobs/{quote(job.strip(), safe='')}", status_code=303)
     return page(
-        request, "jobs.html", admin, **context.job_list(jobs_of(request), tenant, status, backend, page_no, PAGE_SIZE)
+        request,
+        "jobs.html",
+        admin,
+        **context.job_list(jobs_of(request), tenant, status, backend, page_no, PAGE_SIZE, tag),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from qfleet.wire import TERMINAL_STATUSES, JobInfo, JobRequest, JobResultBody
+from qfleet.wire import TERMINAL_STATUSES, JobInfo, JobList, JobRequest, JobResultBody
 
 from ..deps import JobsDep, TenantDep
 from ..errors import Conflict, RateLimited, error_responses
@@ -53,6 +53,35 @@ async def submit_job(
         busy[tenant.name] -= 1
 
 
+@router.get("", response_model=JobList, responses=error_responses(400), summary="List jobs")
+def list_jobs(
+    jobs: JobsDep,
+    tenant: TenantDep,
+    status: Annotated[
+        str | None, Query(description="Only jobs in this status: queued, running, done, failed or cancelled.")
+    ] = None,
+    backend: Annotated[str | None, Query(description="Only jobs on this backend.")] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(
+            description="Only jobs with this tag, as key:value (e.g. run:exp7); repeat it for several (all must match)."
+        ),
+    ] = None,
+    since: Annotated[
+        float | None, Query(allow_inf_nan=False, description="Only jobs created at or after this time, Unix seconds.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page at most.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page; omit for the first.")
+    ] = None,
+) -> JobList:
+    """This API key's tenant's jobs, newest first, one page at a time: follow ``next_cursor``
+    until it is null. Jobs are kept for a day after submission."""
+    return jobs.list_jobs(
+        tenant.name, status=status, backend=backend, tags=tag, since=since, limit=limit, cursor=cursor
+    )
+
+
 @router.get("/{job_id}", response_model=JobInfo, responses=error_responses(404), summary="Job status and progress")
 def get_job(job_id: str, jobs: JobsDep, tenant: TenantDep) -> JobInfo:
     return jobs.info(job_id, tenant.name)
@@ -73,19 +102,45 @@ async def get_result(
     jobs: JobsDep,
     tenant: TenantDep,
     wait: Annotated[
-        float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request until the job is final.")
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Seconds to hold the request until the job is final (with `partial` and `after`: until "
+            "more than `after` tasks are done).",
+        ),
     ] = 0.0,
+    partial: Annotated[
+        bool,
+        Query(
+            description="Answer 200 with the results of the tasks finished so far: arrays of the full shape "
+            "with NaN where values are not ready, per PUB a `mask` (1 where ready), and `progress`. At once, "
+            "unless `after` is given."
+        ),
+    ] = False,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="With `partial`: hold the request (up to `wait` seconds) until more than this many tasks "
+            "are done or the job is final; pass the `progress.tasks_done` of the last partial result to stream them.",
+        ),
+    ] = None,
 ) -> Any:
     """The job's evs, stds (and gradients), one entry per PUB in request order, once it is
     done. With ``wait``, the request is held until the job is final or ``wait`` seconds
-    pass; an unfinished job then answers 202 with its status."""
+    pass; an unfinished job then answers 202 with its status. With ``partial=true``, the
+    slices finished so far (a training loop reads them while the rest computes); with
+    ``after`` too, as soon as a task beyond those finishes."""
     events = request.app.state.events
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + (wait if not partial or after is not None else 0.0)
     with events.watch(job_id) as event:
         while True:
             event.clear()  # before the check: an event that lands during it is kept
             status, record = await run_in_threadpool(jobs.status, job_id, tenant.name)
             if status in TERMINAL_STATUSES:
+                break
+            if partial and after is not None and await run_in_threadpool(jobs.store.tasks_done, job_id) > after:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -94,6 +149,9 @@ async def get_result(
                 await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
             except asyncio.TimeoutError:
                 pass  # re-check now and then: an event can be missed while Redis reconnects
+    if partial and status not in ("failed", "cancelled"):
+        body = await run_in_threadpool(lambda: jobs.result(job_id, record, partial=True).model_dump_json())
+        return Response(content=body, media_type="application/json")
     if status == "done":
         # serialized here, once: returning the model makes FastAPI validate it all again (a
         # second per thousand PUBs); response_model still documents it

@@ -31,6 +31,7 @@ class JobRecords(StoreBase):
         queue: str = "",
         shots: int = 0,
         pipe: Any = None,
+        tags: dict[str, str] | None = None,
     ) -> float:
         """Write a new job; within ``pipe`` (executed by the caller, with the job's tasks) if given."""
         now = time.time()
@@ -49,6 +50,7 @@ class JobRecords(StoreBase):
                 "tasks_total": tasks_total,
                 "queue": queue,
                 "spec": spec.to_json(),
+                "tags": json.dumps(tags or {}, separators=(",", ":")),
             },
         )
         pipe.expire(k.job(job_id), self.ttl_s)
@@ -103,6 +105,32 @@ class JobRecords(StoreBase):
             if values[0] is not None:
                 rows.append((job_id, dict(zip(fields, (None if v is None else v.decode() for v in values))), int(done)))
         return rows
+
+    def tenant_job_ids(
+        self, tenant: str, count: int, after: tuple[float, str] | None = None, since: float | None = None
+    ) -> list[tuple[str, float]]:
+        """Up to ``count`` (id, created) of a tenant's jobs, newest first: those that come after the
+        position ``after`` (created, id) in that order, created at or after ``since``. Jobs created
+        in the same instant come in descending id order, as Redis ranks equal scores."""
+        key = self.keys.tenant_jobs(tenant)
+        self.redis.zremrangebyscore(key, "-inf", time.time() - self.ttl_s)  # their records have expired
+        high = "+inf" if after is None else repr(after[0])
+        low = "-inf" if since is None else repr(since)
+        found: list[tuple[str, float]] = []
+        offset = 0
+        while len(found) < count:
+            batch: list[tuple[bytes, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
+                key, high, low, start=offset, num=count, withscores=True
+            )
+            if not batch:
+                break
+            offset += len(batch)
+            for member, score in batch:
+                job_id = member.decode()
+                if after is not None and score == after[0] and job_id >= after[1]:
+                    continue  # at or before the position: on an earlier page
+                found.append((job_id, float(score)))
+        return found[:count]
 
     def data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
         return self.redis.hmget(self.keys.job_data(job_id), fields)  # type: ignore[return-value]

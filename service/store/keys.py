@@ -4,9 +4,11 @@ carries ids.
 
 Per job (``{p}`` is the deployment's key prefix):
 
-- ``{p}:job:{id}``        hash: tenant, backend, status, timestamps, tasks_total, spec, error
+- ``{p}:job:{id}``        hash: tenant, backend, status, timestamps, tasks_total, spec, error, tags (JSON)
 - ``{p}:job:{id}:data``   hash: per PUB ``c{i}`` circuit QPY, ``p{i}`` float64 parameter rows,
-                          ``o{i}`` observables JSON, ``x{i}`` int64 (observable, row) pairs
+                          ``o{i}`` observables JSON, ``x{i}`` int64 (observable, row) pairs;
+                          ``layout`` JSON, when the client stacked PUBs
+- ``{p}:tenant:{t}:jobs`` sorted set: the tenant's job ids by creation time (listing, newest first)
 - ``{p}:job:{id}:done``   set of finished task indices (completion counts distinct tasks)
 - ``{p}:job:{id}:res``    hash: task index -> result slice bytes
 
