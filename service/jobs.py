@@ -29,6 +29,7 @@ from .planner import plan_job, price_job
 from .pubs import CircuitCache, parse_pub
 from .settings import Settings, TenantLimits
 from .store import Store
+from .store.reads import AsyncReads, ResultParts
 from .tasks import JobSpec, assemble, assemble_samples
 
 log = logging.getLogger("qfleet.api")
@@ -48,9 +49,10 @@ RECORD_FIELDS = (
 class JobService:
     """The job lifecycle: submit, info, result, cancel, re-queue, and the lease reaper."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, reads: AsyncReads | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.reads = reads  # the event loop's reads (the app's); None outside an app
         self.backends: dict[str, Backend] = all_backends(settings)
         self.admission = Admission(settings, store, self.backends)
         self.circuits = CircuitCache()
@@ -69,7 +71,7 @@ class JobService:
         """Admit, parse, price, plan, store and queue a job: parse → admit → plan → store → enqueue."""
         admission = self.admission
         limits = admission.limits(tenant)
-        admission.check_rate(tenant, limits)
+        inflight = admission.check_rate(tenant, limits)
         backend = admission.check_request(request, limits)
         memo: dict[Any, Any] = {}  # PUBs of one request that share a circuit share its parse
         pubs = [
@@ -88,7 +90,7 @@ class JobService:
             noise=noise,
             priority=options.priority,
         )
-        admission.check_inflight(tenant, limits, len(plan.tasks))
+        finished = admission.check_inflight(tenant, limits, len(plan.tasks), inflight)
         job_id = "j-" + uuid.uuid4().hex[:20]
         if idempotency_key:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
@@ -110,6 +112,7 @@ class JobService:
                 pipe=pipe,
             )
             queueing.enqueue(self.store, self.settings, queue_name, job_id, range(len(plan.tasks)), pipe=pipe)
+            self.store.prune_inflight(pipe, tenant, finished)
             pipe.execute()
         log.info(
             "job submitted",
@@ -160,11 +163,14 @@ class JobService:
             raise NotFound(f"no job '{job_id}'", code="job_not_found")
         return record
 
-    def info(self, job_id: str, tenant: str, record: dict[str, str] | None = None) -> JobInfo:
+    def info(self, job_id: str, tenant: str, record: dict[str, str] | None = None, done: int | None = None) -> JobInfo:
         record = record or self._record(job_id, tenant)
         error = json.loads(record["error"]) if record.get("error") else None
         total = int(record["tasks_total"])
-        done = total if record["status"] == "done" else self.store.tasks_done(job_id)
+        if record["status"] == "done":
+            done = total
+        elif done is None:
+            done = self.store.tasks_done(job_id)
         return JobInfo(
             id=job_id,
             status=record["status"],  # type: ignore[arg-type]
@@ -180,13 +186,40 @@ class JobService:
         record = self._record(job_id, tenant)
         return record["status"], record
 
-    def result(self, job_id: str, record: dict[str, str]) -> JobResultBody:
-        spec = self.store.spec(job_id)
-        assert spec is not None, "a done job has its spec"
+    async def poll(self, job_id: str, tenant: str, done_likely: bool) -> tuple[str, dict[str, str], ResultParts | None]:
+        """A long-poll's look at a job from the event loop: (status, record, and for a done job
+        the parts of its result). ``done_likely`` (its done event came) reads it all in one round trip."""
+        assert self.reads is not None, "poll needs the app's event-loop reads"
+        parts = None
+        if done_likely:
+            parts = await self.reads.result_parts(job_id, list(RECORD_FIELDS))
+            record = parts.record
+        else:
+            record = await self.reads.job_fields(job_id, list(RECORD_FIELDS))
+        if record.get("tenant") != tenant:  # another tenant's job answers exactly as an unknown one
+            raise NotFound(f"no job '{job_id}'", code="job_not_found")
+        if record["status"] == "done" and parts is None:
+            parts = await self.reads.result_parts(job_id, list(RECORD_FIELDS))
+        return record["status"], record, parts if record["status"] == "done" else None
+
+    async def info_async(self, job_id: str, tenant: str, record: dict[str, str]) -> JobInfo:
+        assert self.reads is not None
+        done = None if record["status"] == "done" else await self.reads.tasks_done(job_id)
+        return self.info(job_id, tenant, record, done)
+
+    def result(self, job_id: str, record: dict[str, str], parts: ResultParts | None = None) -> JobResultBody:
+        """A done job's answer, from ``parts`` when read already (JobService.poll), else from the store."""
+        if parts is not None and parts.spec is not None:
+            spec = JobSpec.from_json(parts.spec)
+            slices, task_meta = parts.results, parts.meta
+        else:
+            loaded = self.store.spec(job_id)
+            assert loaded is not None, "a done job has its spec"
+            spec, slices, task_meta = loaded, self.store.results(job_id), self.store.task_meta(job_id)
         if spec.pubs and spec.pubs[0].primitive == "sampler":
-            return self._sampler_result(job_id, record, spec)
-        arrays = assemble(spec, self.store.results(job_id))
-        engine_meta = self._engine_meta(job_id)
+            return self._sampler_result(job_id, record, spec, slices, task_meta)
+        arrays = assemble(spec, slices)
+        engine_meta = _engine_meta(task_meta)
         results = []
         for i, (pub, arr) in enumerate(zip(spec.pubs, arrays)):
             grad = arr["gradient"]
@@ -217,17 +250,16 @@ class JobService:
             },
         )
 
-    def _engine_meta(self, job_id: str) -> dict[int, dict[str, Any]]:
-        """What ran each PUB (device provenance), from the first task that recorded it."""
-        engine_meta: dict[int, dict[str, Any]] = {}
-        for _, per_pub in sorted(self.store.task_meta(job_id).items()):
-            for pub_index, meta in per_pub.items():
-                engine_meta.setdefault(int(pub_index), meta)
-        return engine_meta
-
-    def _sampler_result(self, job_id: str, record: dict[str, str], spec: JobSpec) -> JobResultBody:
-        registers = assemble_samples(spec, self.store.results(job_id))
-        engine_meta = self._engine_meta(job_id)
+    def _sampler_result(
+        self,
+        job_id: str,
+        record: dict[str, str],
+        spec: JobSpec,
+        slices: dict[int, bytes],
+        task_meta: dict[int, dict[str, Any]],
+    ) -> JobResultBody:
+        registers = assemble_samples(spec, slices)
+        engine_meta = _engine_meta(task_meta)
         results = [
             PubResultBody(
                 registers={
@@ -335,6 +367,15 @@ BackendStatus = Literal["online", "paused", "unavailable"]
 TRANSIENT_FAILURES = frozenset(
     {"abandoned", "JobTimeoutException", "TimeoutError", "ConnectionError", "MemoryError", "BusyLoadingError"}
 )
+
+
+def _engine_meta(task_meta: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """What ran each PUB (device provenance), from the first task that recorded it."""
+    engine_meta: dict[int, dict[str, Any]] = {}
+    for _, per_pub in sorted(task_meta.items()):
+        for pub_index, meta in per_pub.items():
+            engine_meta.setdefault(int(pub_index), meta)
+    return engine_meta
 
 
 def _timings(record: dict[str, str]) -> dict[str, float]:

@@ -110,7 +110,9 @@ class Client(BaseClient):
         Retried submissions carry one Idempotency-Key, so a retry never makes a second job.
         """
         pubs, layout = _stacked(pubs, precision, shots, seed)
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
+        body = self._job_request(
+            pubs, backend, precision, shots, seed, gradient, priority, noise, qpy_version=self._qpy_version
+        )
         info = parse(
             JobInfo,
             self._request(
@@ -139,7 +141,9 @@ class Client(BaseClient):
         >>> job = client.sample([(circuit, [[0.1], [0.2]], 1000)], seed=7)
         >>> bits, num_bits = job.result(timeout=60)[0].registers["meas"]
         """
-        body = self._job_request(pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler")
+        body = self._job_request(
+            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", qpy_version=self._qpy_version
+        )
         info = parse(
             JobInfo,
             self._request(
@@ -224,7 +228,9 @@ class AsyncClient(BaseClient):
     ) -> AsyncJob:
         """Submit PUBs; returns an :class:`AsyncJob`. See :meth:`Client.estimate`."""
         pubs, layout = _stacked(pubs, precision, shots, seed)
-        body = self._job_request(pubs, backend, precision, shots, seed, gradient, priority, noise)
+        body = self._job_request(
+            pubs, backend, precision, shots, seed, gradient, priority, noise, qpy_version=self._qpy_version
+        )
         info = parse(
             JobInfo,
             await self._request(
@@ -247,7 +253,9 @@ class AsyncClient(BaseClient):
         cancel_on_error: bool = False,
     ) -> AsyncJob:
         """Submit sampler PUBs; returns an :class:`AsyncJob`. See :meth:`Client.sample`."""
-        body = self._job_request(pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler")
+        body = self._job_request(
+            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", qpy_version=self._qpy_version
+        )
         info = parse(
             JobInfo,
             await self._request(

@@ -79,6 +79,23 @@ class JobRecords(StoreBase):
         values = self.redis.hmget(self.keys.job(job_id), names)
         return [None if v is None else v.decode() for v in values]  # type: ignore[union-attr]
 
+    def task_context(
+        self, job_id: str, names: list[str], spec: bool = True
+    ) -> tuple[list[str | None], set[str], str | None]:
+        """What a worker reads before a task, in one round trip: the job's named fields, the
+        paused backends, and (if asked) the job's spec as JSON."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.job(job_id), names)
+        pipe.smembers(self.keys.paused)
+        if spec:
+            pipe.hget(self.keys.job(job_id), "spec")
+        values, paused, *raw = pipe.execute()
+        return (
+            [None if v is None else v.decode() for v in values],
+            {b.decode() for b in paused},
+            raw[0].decode() if raw and raw[0] is not None else None,
+        )
+
     def spec(self, job_id: str) -> JobSpec | None:
         from ..tasks import JobSpec
 
