@@ -26,7 +26,7 @@ from .backends import Backend, all_backends
 from .errors import Conflict, NotFound
 from .parsing import shared_pool
 from .planner import plan_job, price_job
-from .pubs import CircuitCache, parse_pub
+from .pubs import CircuitCache, ObservablesCache, parse_pub
 from .settings import Settings, TenantLimits
 from .store import Store
 from .store.reads import AsyncReads, ResultParts
@@ -56,6 +56,7 @@ class JobService:
         self.backends: dict[str, Backend] = all_backends(settings)
         self.admission = Admission(settings, store, self.backends)
         self.circuits = CircuitCache()
+        self.observables = ObservablesCache()
         self.parsers = shared_pool(settings.parsers, settings.parse_timeout_s, settings.parse_memory_bytes)
 
     def backend(self, name: str) -> Backend:
@@ -73,7 +74,7 @@ class JobService:
         limits = admission.limits(tenant)
         inflight = admission.check_rate(tenant, limits)
         backend = admission.check_request(request, limits)
-        memo: dict[Any, Any] = {}  # PUBs of one request that share a circuit share its parse
+        memo = self.observables.memo()  # PUBs (and jobs) that share observables share their check
         pubs = [
             parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers, tenant, memo)
             for i, p in enumerate(request.pubs)

@@ -182,13 +182,14 @@ class Runner:
         raise RuntimeError("no engine could run this block")  # Aer runs every validated circuit
 
     def run(self, job_id: str, task: int) -> int:
-        fields, paused, raw_spec = self.store.task_context(
+        # one round trip: the job's fields, its spec (unless cached), and the job marked running
+        fields, paused, raw_spec = self.store.begin_task(
             job_id, ["status", "backend", "tenant", "created_at", "queue"], spec=job_id not in self._specs
         )
         status, backend, tenant, created, queue = fields
         if status in (None, "cancelled", "failed", "done"):
             return -1  # nothing to do: gone, cancelled, failed, or a late duplicate
-        if backend and backend in paused:
+        if paused:
             # An admin paused this backend: put the task back at the end of its lane, slowly.
             time.sleep(0.5)
             queueing.enqueue(self.store, self.settings, queue or "", job_id, [task], "paused")
@@ -196,7 +197,6 @@ class Runner:
         spec = self._spec(job_id, raw_spec)
         if spec is None:
             return -1
-        self.store.mark_started(job_id)
         started = time.time()
         return self._run(job_id, task, spec, backend or "", tenant or "", started - float(created or started))
 

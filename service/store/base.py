@@ -25,6 +25,8 @@ class StoreBase:
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._take = redis.register_script(scripts.TAKE)
         self._claim = redis.register_script(scripts.CLAIM)
+        self._inflight = redis.register_script(scripts.INFLIGHT)
+        self._begin = redis.register_script(scripts.BEGIN_TASK)
 
     if TYPE_CHECKING:  # what one part calls of another (Store joins them all)
 

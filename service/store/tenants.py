@@ -48,22 +48,13 @@ class Tenants(StoreBase):
             job_ids = [j.decode() for j in self.redis.smembers(key)]  # type: ignore[union-attr]
         if not job_ids:
             return 0, 0, []
-        pipe = self.redis.pipeline()
-        for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), ["status", "tasks_total"])
-            pipe.scard(self.keys.job_done(job_id))
-        replies = pipe.execute()
-        jobs = tasks = 0
-        finished = []
-        for job_id, (status, total), done in zip(job_ids, replies[0::2], replies[1::2]):
-            if status is None or status.decode() in ("done", "failed", "cancelled"):
-                finished.append(job_id)
-                continue
-            jobs += 1
-            tasks += int(total) - int(done)
+        # one script over every job: a tenant with many jobs in flight costs one reply, not two per job
+        keys = [k for job_id in job_ids for k in (self.keys.job(job_id), self.keys.job_done(job_id))]
+        jobs, tasks, gone = self._inflight(keys=keys, args=job_ids)
+        finished = [j.decode() if isinstance(j, bytes) else j for j in gone]
         if finished and prune:
             self.redis.srem(key, *finished)
-        return jobs, tasks, finished
+        return int(jobs), int(tasks), finished
 
     def rate_wait(self, tenant: str, per_second: float, burst: int) -> float:
         return float(self._rate(keys=[self.keys.tenant_rate(tenant)], args=[per_second, burst, repr(time.time())]))
