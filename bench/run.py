@@ -202,9 +202,9 @@ def device(
     }
 
 
-def small_jobs(client: Client, count: int) -> dict[str, Any]:
+def small_jobs(client: Client, count: int, seed: int = 0) -> dict[str, Any]:
     circuit = training_ansatz(4)
-    values = np.random.default_rng(0).uniform(0, 1, (1, circuit.num_parameters))
+    values = np.random.default_rng(seed).uniform(0, 1, (1, circuit.num_parameters))
     for _ in range(10):
         client.estimate([(circuit, "ZIII", values)]).result(timeout=30)
     lat = []
@@ -228,31 +228,89 @@ def noop() -> None:
 def rq_round_trip(redis_url: str, count: int) -> tuple[float, float]:
     """p50 and p99 seconds of RQ's own no-op job round trip (enqueue → finished) with a warm
     non-forking SimpleWorker on the same Redis: the floor qfleet's small-job path is built on."""
+    lat, _ = rq_floor(redis_url, count, workers=1, clients=1)
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def rq_floor(redis_url: str, count: int, workers: int, clients: int) -> tuple[list[float], float]:
+    """RQ's own no-op jobs, enqueued and waited for (enqueue → result) by ``clients`` threads,
+    ``count`` jobs each, run by ``workers`` warm SimpleWorkers: (latencies, jobs per second)."""
     from redis import Redis
     from rq import Queue
+    from rq.serializers import JSONSerializer
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "rq.cli", "worker", "-u", redis_url, "-w", "rq.worker.SimpleWorker", "-S", "json"]
-        + ["-q", "bench-noop"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    args = [sys.executable, "-m", "rq.cli", "worker", "-u", redis_url, "-w", "rq.worker.SimpleWorker", "-S", "json"]
+    procs = [
+        subprocess.Popen(args + ["-q", "bench-noop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(workers)
+    ]
     try:
-        from rq.serializers import JSONSerializer
-
         queue = Queue("bench-noop", connection=Redis.from_url(redis_url), serializer=JSONSerializer)
-        lat = []
-        for i in range(count + 10):
+
+        def one() -> float:
             t0 = time.perf_counter()
             job = queue.enqueue("bench.run.noop")
             if job.latest_result(timeout=30) is None:
                 raise RuntimeError("the RQ peer worker did not answer")
-            if i >= 10:  # the first ones warm the worker
-                lat.append(time.perf_counter() - t0)
-        return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+            return time.perf_counter() - t0
+
+        for _ in range(10 * workers):  # the first ones warm the workers
+            one()
+        return _concurrently(one, count, clients)
     finally:
-        worker.terminate()
-        worker.wait(10)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+
+
+def _concurrently(one: Callable[[], float], count: int, clients: int) -> tuple[list[float], float]:
+    """``clients`` threads each calling ``one`` ``count`` times: (every latency, calls per second)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        runs = list(pool.map(lambda _: [one() for _ in range(count)], range(clients)))
+    wall = time.perf_counter() - t0
+    return [x for run in runs for x in run], clients * count / wall
+
+
+def concurrent_jobs(stack: Stack, clients: int, count: int, seed: int = 0) -> dict[str, Any]:
+    """One-circuit jobs from ``clients`` concurrent clients (one AsyncClient each, as a training
+    job's data-parallel processes would be), ``count`` jobs each: jobs per second, against RQ's
+    no-op jobs from as many client threads on as many warm SimpleWorkers as the stack has."""
+    import asyncio
+
+    from qfleet import AsyncClient
+
+    circuit = training_ansatz(4)
+    values = np.random.default_rng(seed).uniform(0, 1, (1, circuit.num_parameters))
+    lat: list[float] = []
+
+    async def run() -> float:
+        async def one_client() -> None:
+            async with AsyncClient(stack.url, api_key=stack.api_key) as client:
+                for i in range(count + 2):
+                    t0 = time.perf_counter()
+                    await (await client.estimate([(circuit, "ZIII", values)])).result(timeout=60)
+                    if i >= 2:  # each client's first jobs warm its connection
+                        lat.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        return clients * (count + 2) / (time.perf_counter() - t0)
+
+    rate = asyncio.run(run())
+    _, rq_rate = rq_floor(stack.redis_url or "", count, workers=stack.workers, clients=clients)
+    return {
+        "work": f"one-circuit jobs n=4, {clients} concurrent clients x{count}",
+        "jobs_per_s": rate,
+        "p50_ms": 1000 * float(np.percentile(lat, 50)),
+        "p99_ms": 1000 * float(np.percentile(lat, 99)),
+        "rq_jobs_per_s": rq_rate,
+        "rq_workers": stack.workers,
+        "ratio_vs_rq": rate / rq_rate,
+    }
 
 
 def naive_vs_batched(client: Client, B: int) -> dict[str, Any]:
@@ -369,6 +427,13 @@ def table(results: dict[str, Any]) -> str:
         f"| | p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms | p50 {s['p50_ms'] / s['rq_p50_ms']:.2f}×, "
         f"p99 {s['p99_ms'] / s['rq_p99_ms']:.2f}× RQ's | p50 ≤1.5×, p99 ≤2× RQ's |"
     )
+    if "concurrent" in results:
+        c = results["concurrent"]
+        rows.append(
+            f"| {c['work']} | RQ no-op jobs, {c['rq_workers']} workers: {c['rq_jobs_per_s']:.0f} jobs/s | "
+            f"| {c['jobs_per_s']:.0f} jobs/s (p50 {c['p50_ms']:.0f} ms, p99 {c['p99_ms']:.0f} ms) "
+            f"| {c['ratio_vs_rq']:.2f}× RQ's jobs/s | reported |"
+        )
     t = results["throughput"]
     rows.append(
         f"| {t['work']} | | 1 worker: {t['one_worker_cps']:.0f} circuits/s | 2 workers: {t['two_workers_cps']:.0f} circuits/s | {t['scaling']:.2f}× | ≥1.7× |"
@@ -414,12 +479,48 @@ def qiskit_table(results: dict[str, Any]) -> list[str]:
     return rows
 
 
+def small_jobs_beside_rq(stack: Stack, client: Client, count: int, seed: int = 0) -> dict[str, Any]:
+    row = small_jobs(client, count, seed)
+    rq_p50, rq_p99 = rq_round_trip(stack.redis_url or "", count)
+    row.update(rq_p50_ms=1000 * rq_p50, rq_p99_ms=1000 * rq_p99)
+    return row
+
+
+def small_only(seed: int, count: int) -> None:
+    """The small-job rows alone, on a fresh stack: for before/after comparisons of the small-job path."""
+    with Stack(port=free_port(), workers=2) as stack, Client(stack.url, api_key=stack.api_key) as client:
+        rows = {
+            "seed": seed,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "small_jobs": small_jobs_beside_rq(stack, client, count, seed),
+            "concurrent": concurrent_jobs(stack, 32, max(5, count // 10), seed),
+        }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"small-{seed}.json").write_text(json.dumps(rows, indent=2))
+    s, c = rows["small_jobs"], rows["concurrent"]
+    print(
+        f"seed {seed}: one-circuit p50 {s['p50_ms']:.2f} ms p99 {s['p99_ms']:.2f} ms; RQ p50 {s['rq_p50_ms']:.2f} "
+        f"p99 {s['rq_p99_ms']:.2f} -> p50 {s['p50_ms'] / s['rq_p50_ms']:.2f}x p99 {s['p99_ms'] / s['rq_p99_ms']:.2f}x; "
+        f"32 clients {c['jobs_per_s']:.0f} jobs/s vs RQ {c['rq_jobs_per_s']:.0f} -> {c['ratio_vs_rq']:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller throughput run")
     parser.add_argument("--only-qiskit", action="store_true", help="only the many-PUB and sampler rows")
     parser.add_argument("--only-cache", action="store_true", help="only the result-cache row")
+    parser.add_argument(
+        "--small",
+        type=int,
+        metavar="SEED",
+        help="only the small-job rows (one-circuit jobs and 32 concurrent clients, each beside its RQ peer), "
+        "into bench/results/small-SEED.json; SEED draws the parameter values",
+    )
     args = parser.parse_args()
+    if args.small is not None:
+        small_only(args.small, 100 if args.quick else 400)
+        return
     if args.only_qiskit:
         with (
             Stack(port=free_port(), workers=2, env=NO_CACHE) as stack,
@@ -451,9 +552,8 @@ def main() -> None:
                 client, 12, 8, True, 1024, ["I" * (11 - i) + "Z" + "I" * i for i in range(12)], max(3, repeats // 2)
             ),
         ]
-        results["small_jobs"] = small_jobs(client, 100 if args.quick else 400)
-        rq_p50, rq_p99 = rq_round_trip(stack.redis_url or "", 100 if args.quick else 400)
-        results["small_jobs"].update(rq_p50_ms=1000 * rq_p50, rq_p99_ms=1000 * rq_p99)
+        results["small_jobs"] = small_jobs_beside_rq(stack, client, 100 if args.quick else 400)
+        results["concurrent"] = concurrent_jobs(stack, 32, 10 if args.quick else 30)
         results["naive"] = naive_vs_batched(client, 256)
         results["many_pubs"] = many_pubs(client, 8, 2048, repeats)
         results["sampler"] = sampler(client, 12, 256, 1024, repeats)

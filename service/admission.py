@@ -58,11 +58,18 @@ class Admission:
         self._limits: dict[str, tuple[float, TenantLimits]] = {}
         self._memory: tuple[float, int, int] = (0.0, 0, 0)
 
-    def limits(self, tenant: str) -> TenantLimits:
-        """A tenant's limits, read at most once a second per API process (an admin's change applies within 1 s)."""
+    def cached_limits(self, tenant: str) -> TenantLimits | None:
+        """A tenant's limits if read within the last second, else None (no Redis read)."""
         cached = self._limits.get(tenant)
         if cached is not None and time.monotonic() - cached[0] < 1.0:
             return cached[1]
+        return None
+
+    def limits(self, tenant: str) -> TenantLimits:
+        """A tenant's limits, read at most once a second per API process (an admin's change applies within 1 s)."""
+        cached = self.cached_limits(tenant)
+        if cached is not None:
+            return cached
         limits = TenantLimits.model_validate({**self.settings.tenant.model_dump(), **self.store.tenant_limits(tenant)})
         self._limits[tenant] = (time.monotonic(), limits)
         return limits
@@ -70,13 +77,15 @@ class Admission:
     def forget_limits(self, tenant: str) -> None:
         self._limits.pop(tenant, None)
 
-    def check_rate(self, tenant: str, limits: TenantLimits) -> None:
-        wait = self.store.rate_wait(tenant, limits.jobs_per_second, limits.burst)
+    def check_rate(self, tenant: str, limits: TenantLimits) -> list[str]:
+        """Refuse a submission over the tenant's rate; returns its in-flight job ids (for check_inflight)."""
+        wait, inflight = self.store.admit(tenant, limits.jobs_per_second, limits.burst)
         if wait > 0:
             raise RateLimited(
                 f"more than {limits.jobs_per_second:g} submissions per second (burst {limits.burst}); retry after {wait:.2f} s",
                 retry_after=wait,
             )
+        return inflight
 
     def backend(self, name: str) -> Backend:
         backend = self.backends.get(name)
@@ -187,8 +196,12 @@ class Admission:
                 retry_after=5.0,
             )
 
-    def check_inflight(self, tenant: str, limits: TenantLimits, tasks: int) -> None:
-        jobs_in_flight, tasks_in_flight = self.store.inflight(tenant)
+    def check_inflight(
+        self, tenant: str, limits: TenantLimits, tasks: int, job_ids: list[str] | None = None
+    ) -> list[str]:
+        """Refuse a job over the tenant's in-flight limits; returns the ids found final (the
+        caller prunes them as it writes the job)."""
+        jobs_in_flight, tasks_in_flight, finished = self.store.inflight(tenant, job_ids, prune=False)
         if jobs_in_flight >= limits.max_jobs_in_flight or tasks_in_flight + tasks > limits.max_tasks_in_flight:
             raise RateLimited(
                 f"{jobs_in_flight} jobs and {tasks_in_flight} tasks already in flight (limits {limits.max_jobs_in_flight} "
@@ -196,6 +209,7 @@ class Admission:
                 code="too_much_in_flight",
                 retry_after=1.0,
             )
+        return finished
 
     def lane(self, priority: str, price: Price) -> str:
         """The queue lane: the asked priority, one lower for a job that computes long, so that a

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,11 +26,12 @@ from .apidocs import DocsPolicy
 from .deps import get_admin, get_tenant
 from .errors import ERROR_DESCRIPTIONS, RateLimited, ServiceError, Unavailable
 from .events import JobEvents
-from .guards import BodyLimit, ClientGuard, Refused
+from .guards import BodyLimit, ClientGuard, Refused, TenantTurns
 from .jobs import JobService
 from .routes import admin, backends, health, jobs
 from .settings import Settings
-from .store import Store, connect
+from .store import Store, connect, connect_async
+from .store.reads import AsyncReads
 
 log = logging.getLogger("qfleet.api")
 # Error codes of the HTTP errors the framework raises itself (unknown path, wrong method, unreadable body).
@@ -143,8 +143,9 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.admin_key:
             store.add_api_key(settings.admin_key, tenant="admin", role="admin")
         app.state.settings = settings
-        app.state.jobs = JobService(settings, store)
-        app.state.submitting = Counter()
+        reads = AsyncReads(connect_async(settings), settings.key_prefix)
+        app.state.jobs = JobService(settings, store, reads)
+        app.state.submitting = TenantTurns(settings.max_concurrent_submissions, settings.submission_wait_s)
         app.state.events = JobEvents(settings, store.keys.events)
         await app.state.events.start()
         # Start the parser children; answer requests after at most a few seconds even if their
@@ -157,6 +158,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             reaper.cancel()
             await app.state.events.stop()
+            await reads.close()
             redis.close()
 
     # Swagger UI (/docs) and ReDoc (/redoc) load their scripts from this app, not a CDN.

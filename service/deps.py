@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 from .errors import Forbidden, PayloadTooLarge, Unauthenticated
 from .jobs import JobService
@@ -22,26 +23,33 @@ class Tenant:
         return self.role == "admin"
 
 
-def get_jobs(request: Request) -> JobService:
+# The dependencies are async (no I/O, or the event loop's own reads): a sync one costs a thread hop.
+async def get_jobs(request: Request) -> JobService:
     return request.app.state.jobs  # type: ignore[no-any-return]
 
 
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 
-def get_tenant(request: Request, jobs: JobsDep) -> Tenant:
+async def get_tenant(request: Request, jobs: JobsDep) -> Tenant:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
         raise Unauthenticated("send your API key as 'Authorization: Bearer <key>'", code="missing_api_key")
     # Keys are found by their SHA-256 digest: no stored key material is compared with
     # the presented key, so timing reveals nothing about how much of it matched.
-    record = jobs.store.api_key(key.strip())
+    if jobs.reads is not None:
+        record = await jobs.reads.api_key(key.strip())
+    else:
+        record = await run_in_threadpool(jobs.store.api_key, key.strip())
     if record is None:
         raise Unauthenticated("unknown or revoked API key", code="invalid_api_key")
     length = request.headers.get("content-length")
     if request.method in ("POST", "PUT", "PATCH") and length and length.isdigit():
-        limit = jobs.limits(record.tenant).max_body_bytes
+        limits = jobs.admission.cached_limits(record.tenant)
+        if limits is None:
+            limits = await run_in_threadpool(jobs.limits, record.tenant)
+        limit = limits.max_body_bytes
         if int(length) > limit:
             raise PayloadTooLarge(
                 f"request body of {length} bytes is over this tenant's {limit}-byte limit", limit=limit
@@ -52,7 +60,7 @@ def get_tenant(request: Request, jobs: JobsDep) -> Tenant:
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 
-def get_admin(tenant: TenantDep) -> Tenant:
+async def get_admin(tenant: TenantDep) -> Tenant:
     if not tenant.is_admin:
         raise Forbidden("this needs an admin API key", code="admin_required")
     return tenant

@@ -14,11 +14,18 @@ from .store import connect_async
 log = logging.getLogger("qfleet.api")
 
 
+class JobEvent(asyncio.Event):
+    """Set when its job has news; ``last`` says which (``done``, ``progress``, ``failed``,
+    ``cancelled``), or is empty when every waiter was woken after a reconnect."""
+
+    last = ""
+
+
 class JobEvents:
     def __init__(self, settings: Any, channel: str) -> None:
         self.settings = settings
         self.channel = channel
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: dict[str, set[JobEvent]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -44,8 +51,9 @@ class JobEvents:
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
-                        job_id = message["data"].decode().split(" ", 1)[0]
+                        job_id, _, what = message["data"].decode().partition(" ")
                         for event in self._waiters.get(job_id, ()):
+                            event.last = what
                             event.set()
             except asyncio.CancelledError:
                 raise
@@ -60,12 +68,13 @@ class JobEvents:
     def _wake_all(self) -> None:
         for events in self._waiters.values():
             for event in events:
+                event.last = ""
                 event.set()
 
     @contextlib.contextmanager
     def watch(self, job_id: str):  # type: ignore[no-untyped-def]
         """Register before checking the job, so an event between check and wait is not lost."""
-        event = asyncio.Event()
+        event = JobEvent()
         self._waiters[job_id].add(event)
         try:
             yield event

@@ -4,8 +4,9 @@ the body to arrive, and a cap on the requests one client address holds open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -128,3 +129,41 @@ class ClientGuard:
             self.open[client] -= 1
             if self.open[client] <= 0:
                 del self.open[client]
+
+
+class TenantTurns:
+    """At most ``limit`` submissions of one tenant worked on at once in this API process (each
+    holds one of the API's worker threads). More wait for a turn, holding no thread, up to
+    ``wait_s``; then they are refused with 429. A burst from many clients of one tenant (a
+    training job's data-parallel processes) queues here instead of bouncing off a Retry-After."""
+
+    def __init__(self, limit: int, wait_s: float) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self.busy: Counter[str] = Counter()
+        self._freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, tenant: str) -> AsyncIterator[None]:
+        if self.busy[tenant] >= self.limit:
+            try:
+                async with self._freed:
+                    await asyncio.wait_for(self._freed.wait_for(lambda: self.busy[tenant] < self.limit), self.wait_s)
+                    self.busy[tenant] += 1  # still under the lock: no other waiter takes this turn
+            except asyncio.TimeoutError:
+                raise RateLimited(
+                    f"{self.busy[tenant]} submissions of this tenant are already being processed (limit "
+                    f"{self.limit}) and none finished within {self.wait_s:g} s; send the next when one is answered",
+                    code="too_many_concurrent_submissions",
+                    retry_after=0.2,
+                ) from None
+        else:
+            self.busy[tenant] += 1
+        try:
+            yield
+        finally:
+            self.busy[tenant] -= 1
+            if self.busy[tenant] <= 0:
+                del self.busy[tenant]
+            async with self._freed:
+                self._freed.notify_all()

@@ -31,10 +31,11 @@ from .backends import Backend, all_backends
 from .errors import Conflict, InvalidRequest, NotFound
 from .parsing import shared_pool
 from .planner import plan_job, price_job
-from .pubs import CircuitCache, parse_pub
+from .pubs import CircuitCache, ObservablesCache, parse_pub
 from .result_cache import cacheable, engine_version, job_digest
 from .settings import Settings, TenantLimits
 from .store import Store
+from .store.reads import AsyncReads, ResultParts
 from .tasks import JobSpec, assemble, assemble_samples, fill_missing, ready_masks
 
 log = logging.getLogger("qfleet.api")
@@ -57,12 +58,14 @@ LIST_SCAN = 500  # job records one listing request reads at most, whatever its f
 class JobService:
     """The job lifecycle: submit, info, result, cancel, re-queue, and the lease reaper."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, reads: AsyncReads | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.reads = reads  # the event loop's reads (the app's); None outside an app
         self.backends: dict[str, Backend] = all_backends(settings)
         self.admission = Admission(settings, store, self.backends)
         self.circuits = CircuitCache()
+        self.observables = ObservablesCache()
         self.parsers = shared_pool(settings.parsers, settings.parse_timeout_s, settings.parse_memory_bytes)
 
     def backend(self, name: str) -> Backend:
@@ -78,9 +81,9 @@ class JobService:
         """Admit, parse, price, plan, store and queue a job: parse → admit → plan → store → enqueue."""
         admission = self.admission
         limits = admission.limits(tenant)
-        admission.check_rate(tenant, limits)
+        inflight = admission.check_rate(tenant, limits)
         backend = admission.check_request(request, limits)
-        memo: dict[Any, Any] = {}  # PUBs of one request that share a circuit share its parse
+        memo = self.observables.memo()  # PUBs (and jobs) that share observables share their check
         pubs = [
             parse_pub(i, p, request, backend, self.settings, self.circuits, self.parsers, tenant, memo)
             for i, p in enumerate(request.pubs)
@@ -98,7 +101,7 @@ class JobService:
             priority=options.priority,
             cache=options.cache is not False and self.settings.result_cache_ttl_s > 0,
         )
-        admission.check_inflight(tenant, limits, len(plan.tasks))
+        finished = admission.check_inflight(tenant, limits, len(plan.tasks), inflight)
         if request.layout is not None:
             admission.check_layout(request.layout, [p.shape for p in pubs])
             plan.data["layout"] = json.dumps(request.layout, separators=(",", ":")).encode()
@@ -140,6 +143,7 @@ class JobService:
                     tenant=tenant,
                     seconds=task_s,
                 )
+            self.store.prune_inflight(pipe, tenant, finished)
             pipe.execute()
         log.info(
             "job submitted",
@@ -209,10 +213,13 @@ class JobService:
             raise NotFound(f"no job '{job_id}'", code="job_not_found")
         return record
 
-    def info(self, job_id: str, tenant: str, record: dict[str, str] | None = None) -> JobInfo:
+    def info(self, job_id: str, tenant: str, record: dict[str, str] | None = None, done: int | None = None) -> JobInfo:
         record = record or self._record(job_id, tenant)
         total = int(record["tasks_total"])
-        done = total if record["status"] == "done" else self.store.tasks_done(job_id)
+        if record["status"] == "done":
+            done = total
+        elif done is None:
+            done = self.store.tasks_done(job_id)
         return _info(job_id, record, done)
 
     def list_jobs(
@@ -274,23 +281,41 @@ class JobService:
         record = self._record(job_id, tenant)
         return record["status"], record
 
-    def result(self, job_id: str, record: dict[str, str], partial: bool = False) -> JobResultBody:
-        """The job's results; with ``partial``, those of its finished tasks (NaN elsewhere) and a mask per PUB."""
-        spec = self.store.spec(job_id)
-        assert spec is not None, "a job has its spec"
-        slices = self.store.results(job_id)
-        task_meta = self.store.task_meta(job_id)
-        (layout,) = self.store.data(job_id, ["layout"])
-        if record.get("cache_key") and record.get("status") == "done":  # the first read keeps the whole job
-            self.store.cache_job(
-                job_id,
-                record["tenant"],
-                record["cache_key"],
-                slices,
-                task_meta,
-                self.settings.result_cache_ttl_s,
-                self.settings.result_cache_max_share,
-            )
+    async def poll(self, job_id: str, tenant: str, done_likely: bool) -> tuple[str, dict[str, str], ResultParts | None]:
+        """A long-poll's look at a job from the event loop: (status, record, and for a done job
+        the parts of its result). ``done_likely`` (its done event came) reads it all in one round trip."""
+        assert self.reads is not None, "poll needs the app's event-loop reads"
+        parts = None
+        if done_likely:
+            parts = await self.reads.result_parts(job_id, list(RECORD_FIELDS))
+            record = parts.record
+        else:
+            record = await self.reads.job_fields(job_id, list(RECORD_FIELDS))
+        if record.get("tenant") != tenant:  # another tenant's job answers exactly as an unknown one
+            raise NotFound(f"no job '{job_id}'", code="job_not_found")
+        if record["status"] == "done" and parts is None:
+            parts = await self.reads.result_parts(job_id, list(RECORD_FIELDS))
+        return record["status"], record, parts if record["status"] == "done" else None
+
+    async def info_async(self, job_id: str, tenant: str, record: dict[str, str]) -> JobInfo:
+        assert self.reads is not None
+        done = None if record["status"] == "done" else await self.reads.tasks_done(job_id)
+        return self.info(job_id, tenant, record, done)
+
+    def result(
+        self, job_id: str, record: dict[str, str], parts: ResultParts | None = None, partial: bool = False
+    ) -> JobResultBody:
+        """The job's results, from ``parts`` when read already (:meth:`poll`), else from the store;
+        with ``partial``, those of its finished tasks (NaN elsewhere) and a mask per PUB."""
+        if parts is not None and parts.spec is not None:
+            spec = JobSpec.from_json(parts.spec)
+            slices, task_meta, layout = parts.results, parts.meta, parts.layout
+        else:
+            loaded = self.store.spec(job_id)
+            assert loaded is not None, "a job has its spec"
+            spec, slices, task_meta = loaded, self.store.results(job_id), self.store.task_meta(job_id)
+            (raw_layout,) = self.store.data(job_id, ["layout"])
+            layout = None if raw_layout is None else raw_layout.decode()
         finished = len(slices)
         masks = ready_masks(spec, set(slices)) if partial else None
         if partial:
@@ -307,6 +332,21 @@ class JobService:
         if layout is not None:
             body.metadata["layout"] = json.loads(layout)
         return body
+
+    def keep_cached(self, job_id: str, record: dict[str, str]) -> None:
+        """After a done job's first read: keep its whole result under its cache key, for identical jobs
+        (the route runs this once the answer is sent, off the request's path)."""
+        if not record.get("cache_key") or record.get("status") != "done":
+            return
+        self.store.cache_job(
+            job_id,
+            record["tenant"],
+            record["cache_key"],
+            self.store.results(job_id),
+            self.store.task_meta(job_id),
+            self.settings.result_cache_ttl_s,
+            self.settings.result_cache_max_share,
+        )
 
     def _estimator_result(
         self,

@@ -34,6 +34,13 @@ _DECLARED = re.compile(r"\b(?:qubit|bit)\s*\[\s*(\d{1,30})\s*\]|\b(?:qreg|creg)\
 _SINGLE = re.compile(r"\b(?:qubit|bit)\s+[A-Za-z_]")
 
 
+def qpy_version_read() -> int:
+    """The newest QPY version the parsers read: they run this process's qiskit."""
+    from qiskit import qpy
+
+    return int(qpy.QPY_VERSION)
+
+
 class CircuitError(Exception):
     """A circuit refused; ``code`` and ``message`` go to the client as they are."""
 

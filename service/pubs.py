@@ -90,6 +90,56 @@ class CircuitCache:
                 self._items.popitem(last=False)
 
 
+class ObservablesCache:
+    """Checked observables by their wire text (small ones only), shared across requests: a
+    training loop sends the same observables every step. :meth:`memo` gives one request's view."""
+
+    MAX_KEY_CHARS = 4096
+
+    def __init__(self, size: int = 1024) -> None:
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._size = size
+        self._lock = Lock()
+
+    def memo(self) -> RequestMemo:
+        return RequestMemo(self)
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: Any, item: Any) -> None:
+        if len(key[1]) > self.MAX_KEY_CHARS:
+            return
+        with self._lock:
+            self._items[key] = item
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class RequestMemo(dict[Any, Any]):
+    """One request's memo (what its PUBs share), backed by the shared :class:`ObservablesCache`."""
+
+    def __init__(self, shared: ObservablesCache) -> None:
+        super().__init__()
+        self.shared = shared
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        hit = super().get(key)
+        if hit is None:
+            hit = self.shared.get(key)
+            if hit is not None:
+                super().__setitem__(key, hit)
+        return default if hit is None else hit
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.shared.put(key, value)
+
+
 def _fail(i: int, code: str, message: str, **details: Any) -> InvalidRequest:
     return InvalidRequest(f"pubs[{i}]: {message}", code=code, pub=i, **details)
 

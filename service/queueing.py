@@ -29,6 +29,11 @@ from .store import LANES, REDIS_OUTAGES, Store
 TASK_FUNCTION = "worker.runner.run_task"
 FAILURE_CALLBACK = "worker.runner.on_task_failed"
 
+# How long RQ keeps a finished task's own record (its job hash and result entry: a few hundred
+# bytes, ids only). Not 0: RQ then deletes the record on the worker's critical path, a dozen
+# Redis round trips one after another (its registries and executions) where a TTL costs none.
+RQ_RECORD_TTL_S = 10
+
 Reason = Literal["first", "retry", "paused", "requeue"]
 REASONS: tuple[Reason, ...] = ("first", "retry", "paused", "requeue")
 
@@ -82,7 +87,7 @@ def enqueue(
                     args=(job_id, t),
                     job_id=rq_id,
                     timeout=settings.task_timeout_s,
-                    result_ttl=0,
+                    result_ttl=RQ_RECORD_TTL_S,
                     failure_ttl=settings.result_ttl_s,
                     retry=retry,
                     on_failure=Callback(FAILURE_CALLBACK),

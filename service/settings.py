@@ -71,7 +71,10 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, description="Memory a parser child may add while parsing one circuit."
     )
     max_concurrent_submissions: int = Field(
-        default=4, description="Submissions of one tenant an API process works on at once; more get 429."
+        default=4, description="Submissions of one tenant an API process works on at once; more wait for a turn."
+    )
+    submission_wait_s: float = Field(
+        default=2.0, description="How long a submission waits for its tenant's turn (holding no thread) before 429."
     )
     parsers: int = Field(default=2, description="Parser child processes per API process.")
     storage_headroom: float = Field(

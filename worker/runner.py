@@ -89,10 +89,10 @@ class Runner:
         for engine in self.engines.values():
             engine.estimate(program, Block(values=np.zeros((1, 0))))
 
-    def _spec(self, job_id: str) -> JobSpec | None:
+    def _spec(self, job_id: str, raw: str | None = None) -> JobSpec | None:
         spec = self._specs.hit(job_id)
         if spec is None:
-            spec = self.store.spec(job_id)
+            spec = JobSpec.from_json(raw) if raw is not None else self.store.spec(job_id)
             if spec is not None:
                 self._specs.put(job_id, spec)
         return spec  # type: ignore[no-any-return]
@@ -185,20 +185,21 @@ class Runner:
         raise RuntimeError("no engine could run this block")  # Aer runs every validated circuit
 
     def run(self, job_id: str, task: int) -> int:
-        status, backend, tenant, created, queue = self.store.job_fields(
-            job_id, ["status", "backend", "tenant", "created_at", "queue"]
+        # one round trip: the job's fields, its spec (unless cached), and the job marked running
+        fields, paused, raw_spec = self.store.begin_task(
+            job_id, ["status", "backend", "tenant", "created_at", "queue"], spec=job_id not in self._specs
         )
+        status, backend, tenant, created, queue = fields
         if status in (None, "cancelled", "failed", "done"):
             return -1  # nothing to do: gone, cancelled, failed, or a late duplicate
-        if backend and self.store.is_paused(backend):
+        if paused:
             # An admin paused this backend: put the task back at the end of its lane, slowly.
             time.sleep(0.5)
             queueing.enqueue(self.store, self.settings, queue or "", job_id, [task], "paused")
             return -1
-        spec = self._spec(job_id)
+        spec = self._spec(job_id, raw_spec)
         if spec is None:
             return -1
-        self.store.mark_started(job_id)
         started = time.time()
         return self._run(job_id, task, spec, backend or "", tenant or "", started - float(created or started))
 

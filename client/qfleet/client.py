@@ -127,7 +127,18 @@ class Client(BaseClient):
         """
         pubs, layout = _stacked(pubs, precision, shots, seed)
         body = self._job_request(
-            pubs, backend, precision, shots, seed, gradient, priority, noise, cache=cache, tags=tags, layout=layout
+            pubs,
+            backend,
+            precision,
+            shots,
+            seed,
+            gradient,
+            priority,
+            noise,
+            cache=cache,
+            tags=tags,
+            layout=layout,
+            qpy_version=self._qpy_version,
         )
         info = parse(
             JobInfo,
@@ -160,7 +171,18 @@ class Client(BaseClient):
         >>> bits, num_bits = job.result(timeout=60)[0].registers["meas"]
         """
         body = self._job_request(
-            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", cache=cache, tags=tags
+            pubs,
+            backend,
+            None,
+            shots,
+            seed,
+            None,
+            priority,
+            noise,
+            primitive="sampler",
+            cache=cache,
+            tags=tags,
+            qpy_version=self._qpy_version,
         )
         info = parse(
             JobInfo,
@@ -304,7 +326,18 @@ class AsyncClient(BaseClient):
         """Submit PUBs; returns an :class:`AsyncJob`. See :meth:`Client.estimate`."""
         pubs, layout = _stacked(pubs, precision, shots, seed)
         body = self._job_request(
-            pubs, backend, precision, shots, seed, gradient, priority, noise, cache=cache, tags=tags, layout=layout
+            pubs,
+            backend,
+            precision,
+            shots,
+            seed,
+            gradient,
+            priority,
+            noise,
+            cache=cache,
+            tags=tags,
+            layout=layout,
+            qpy_version=self._qpy_version,
         )
         info = parse(
             JobInfo,
@@ -331,7 +364,18 @@ class AsyncClient(BaseClient):
     ) -> AsyncJob:
         """Submit sampler PUBs; returns an :class:`AsyncJob`. See :meth:`Client.sample`."""
         body = self._job_request(
-            pubs, backend, None, shots, seed, None, priority, noise, primitive="sampler", cache=cache, tags=tags
+            pubs,
+            backend,
+            None,
+            shots,
+            seed,
+            None,
+            priority,
+            noise,
+            primitive="sampler",
+            cache=cache,
+            tags=tags,
+            qpy_version=self._qpy_version,
         )
         info = parse(
             JobInfo,

@@ -24,6 +24,10 @@ DType = Literal["float64", "float32", "int64", "int32", "uint8"]
 Primitive = Literal["estimator", "sampler"]
 Priority = Literal["high", "normal", "low"]
 
+# The service names, on its answer to a submission, the newest QPY version it reads; clients
+# then write that version (or their own newest, if older) instead of the pinned one.
+QPY_VERSION_HEADER = "Qfleet-QPY-Version"
+
 EXAMPLE_QASM = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit[2] q; ry(a) q[0]; cx q[0], q[1];'
 
 PAULI_ORDER = (

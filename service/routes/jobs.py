@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from qfleet.wire import TERMINAL_STATUSES, JobInfo, JobList, JobRequest, JobResultBody
+from qfleet.wire import QPY_VERSION_HEADER, TERMINAL_STATUSES, JobInfo, JobList, JobRequest, JobResultBody
+from starlette.background import BackgroundTask
 
 from ..deps import JobsDep, TenantDep
-from ..errors import Conflict, RateLimited, error_responses
+from ..errors import Conflict, error_responses
+from ..guards import TenantTurns
+from ..parsing import qpy_version_read
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_WAIT_S = 60.0
+INLINE_RESULT_BYTES = 64 * 1024  # results up to this size are assembled on the event loop
 
 
 @router.post(
@@ -27,6 +30,7 @@ MAX_WAIT_S = 60.0
 async def submit_job(
     body: JobRequest,
     request: Request,
+    response: Response,
     jobs: JobsDep,
     tenant: TenantDep,
     idempotency_key: Annotated[
@@ -36,21 +40,11 @@ async def submit_job(
 ) -> JobInfo:
     """Validate, price and shard a list of PUBs, and queue the tasks. Answers at once
     with the job's id; wait for its result with ``GET /v1/jobs/{id}/result?wait=``."""
+    response.headers[QPY_VERSION_HEADER] = str(qpy_version_read())  # clients write it from now on
     # One tenant holds at most a few of the API's worker threads at once, however many it sends.
-    busy: Counter[str] = request.app.state.submitting
-    limit = jobs.settings.max_concurrent_submissions
-    if busy[tenant.name] >= limit:
-        raise RateLimited(
-            f"{busy[tenant.name]} submissions of this tenant are already being processed (limit {limit}); "
-            "send the next when one is answered",
-            code="too_many_concurrent_submissions",
-            retry_after=0.2,
-        )
-    busy[tenant.name] += 1
-    try:
+    turns: TenantTurns = request.app.state.submitting
+    async with turns.turn(tenant.name):
         return await run_in_threadpool(jobs.submit, body, tenant.name, idempotency_key)
-    finally:
-        busy[tenant.name] -= 1
 
 
 @router.get("", response_model=JobList, responses=error_responses(400), summary="List jobs")
@@ -135,9 +129,11 @@ async def get_result(
     events = request.app.state.events
     deadline = time.monotonic() + (wait if not partial or after is not None else 0.0)
     with events.watch(job_id) as event:
+        done_likely = False
         while True:
             event.clear()  # before the check: an event that lands during it is kept
-            status, record = await run_in_threadpool(jobs.status, job_id, tenant.name)
+            # read on the event loop (no thread hop); after a done event, the result too in one round trip
+            status, record, parts = await jobs.poll(job_id, tenant.name, done_likely)
             if status in TERMINAL_STATUSES:
                 break
             if partial and after is not None and await run_in_threadpool(jobs.store.tasks_done, job_id) > after:
@@ -149,15 +145,21 @@ async def get_result(
                 await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
             except asyncio.TimeoutError:
                 pass  # re-check now and then: an event can be missed while Redis reconnects
+            done_likely = event.is_set() and event.last == "done"
     if partial and status not in ("failed", "cancelled"):
         body = await run_in_threadpool(lambda: jobs.result(job_id, record, partial=True).model_dump_json())
         return Response(content=body, media_type="application/json")
     if status == "done":
         # serialized here, once: returning the model makes FastAPI validate it all again (a
-        # second per thousand PUBs); response_model still documents it
-        body = await run_in_threadpool(lambda: jobs.result(job_id, record).model_dump_json())
-        return Response(content=body, media_type="application/json")
-    info = jobs.info(job_id, tenant.name, record)
+        # second per thousand PUBs); response_model still documents it. A small result is
+        # built on the loop (a thread hop would cost more than the work); a large one in a thread.
+        build = lambda: jobs.result(job_id, record, parts).model_dump_json()  # noqa: E731
+        small = parts is not None and sum(map(len, parts.results.values())) <= INLINE_RESULT_BYTES
+        body = build() if small else await run_in_threadpool(build)
+        # a first read keeps a cacheable job's whole result for identical jobs, once the answer is sent
+        keep = BackgroundTask(jobs.keep_cached, job_id, record) if record.get("cache_key") else None
+        return Response(content=body, media_type="application/json", background=keep)
+    info = await jobs.info_async(job_id, tenant.name, record)
     if status in ("failed", "cancelled"):
         error = info.error
         raise Conflict(

@@ -26,6 +26,8 @@ class StoreBase:
         self._take = redis.register_script(scripts.TAKE)
         self._fair_put = redis.register_script(scripts.FAIR_PUT)
         self._claim = redis.register_script(scripts.CLAIM)
+        self._inflight = redis.register_script(scripts.INFLIGHT)
+        self._begin = redis.register_script(scripts.BEGIN_TASK)
 
     if TYPE_CHECKING:  # what one part calls of another (Store joins them all)
 

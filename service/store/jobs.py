@@ -81,6 +81,19 @@ class JobRecords(StoreBase):
         values = self.redis.hmget(self.keys.job(job_id), names)
         return [None if v is None else v.decode() for v in values]  # type: ignore[union-attr]
 
+    def begin_task(self, job_id: str, names: list[str], spec: bool = True) -> tuple[list[str | None], bool, str | None]:
+        """What a worker does before a task, in one round trip: read the job's named fields,
+        whether its backend is paused, and (if asked) its spec as JSON; and mark a queued job
+        running, unless its backend is paused."""
+        fields, paused, raw = self._begin(
+            keys=[self.keys.job(job_id), self.keys.paused], args=[repr(time.time()), int(spec), *names]
+        )
+        return (
+            [None if v is None else v.decode() for v in fields],
+            bool(paused),
+            raw.decode() if raw else None,
+        )
+
     def spec(self, job_id: str) -> JobSpec | None:
         from ..tasks import JobSpec
 

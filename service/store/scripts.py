@@ -182,3 +182,37 @@ redis.call('HINCRBY', KEYS[2], 'jobs_' .. ARGV[1], 1)
 redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. ARGV[1])
 return 1
 """
+
+# A tenant's work in flight: KEYS are (job record, job done set) per job, ARGV the job ids in
+# that order. Returns {jobs not final, their tasks not done, ids of the final (or gone) jobs}.
+INFLIGHT = """
+local jobs, tasks, finished = 0, 0, {}
+for i = 1, #ARGV do
+  local state = redis.call('HMGET', KEYS[2 * i - 1], 'status', 'tasks_total')
+  local status = state[1]
+  if not status or status == 'done' or status == 'failed' or status == 'cancelled' then
+    finished[#finished + 1] = ARGV[i]
+  else
+    jobs = jobs + 1
+    tasks = tasks + tonumber(state[2]) - redis.call('SCARD', KEYS[2 * i])
+  end
+end
+return {jobs, tasks, finished}
+"""
+
+# What a worker does before a task, in one step: read the job's fields (ARGV[3..]), whether
+# its backend is paused (KEYS[2]) and, if ARGV[2] is '1', its spec; mark a queued job running
+# at ARGV[1] unless its backend is paused (the task then goes back to its queue).
+BEGIN_TASK = """
+local names = {}
+for i = 3, #ARGV do names[#names + 1] = ARGV[i] end
+local fields = redis.call('HMGET', KEYS[1], unpack(names))
+local status, backend = redis.call('HGET', KEYS[1], 'status'), redis.call('HGET', KEYS[1], 'backend')
+local paused = backend and redis.call('SISMEMBER', KEYS[2], backend) or 0
+if status == 'queued' and paused == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+end
+local spec = false
+if ARGV[2] == '1' then spec = redis.call('HGET', KEYS[1], 'spec') end
+return {fields, paused, spec}
+"""

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import scripts
 from .base import StoreBase
 from .keys import (
     IDEMPOTENCY_TTL_S,
@@ -23,28 +24,37 @@ class ApiKey:
 
 
 class Tenants(StoreBase):
-    def inflight(self, tenant: str) -> tuple[int, int]:
-        """(jobs, tasks) of this tenant not yet final; final jobs are pruned as they are seen."""
-        key = self.keys.tenant_inflight(tenant)
-        job_ids = [j.decode() for j in self.redis.smembers(key)]  # type: ignore[union-attr]
-        if not job_ids:
-            return 0, 0
-        pipe = self.redis.pipeline()
-        for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), ["status", "tasks_total"])
-            pipe.scard(self.keys.job_done(job_id))
-        replies = pipe.execute()
-        jobs = tasks = 0
-        finished = []
-        for job_id, (status, total), done in zip(job_ids, replies[0::2], replies[1::2]):
-            if status is None or status.decode() in ("done", "failed", "cancelled"):
-                finished.append(job_id)
-                continue
-            jobs += 1
-            tasks += int(total) - int(done)
+    def admit(self, tenant: str, per_second: float, burst: int) -> tuple[float, list[str]]:
+        """The rate limiter's wait for one more submission (0: go ahead) and the ids of the
+        tenant's in-flight jobs (for :meth:`inflight`), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        # EVAL, not the registered script: a pipeline would first ask whether it is loaded
+        pipe.eval(scripts.RATE, 1, self.keys.tenant_rate(tenant), per_second, burst, repr(time.time()))
+        pipe.smembers(self.keys.tenant_inflight(tenant))
+        wait, members = pipe.execute()
+        return float(wait), [j.decode() for j in members]
+
+    def prune_inflight(self, pipe: Any, tenant: str, finished: list[str]) -> None:
+        """Drop final jobs from the tenant's in-flight set, within the caller's pipeline."""
         if finished:
+            pipe.srem(self.keys.tenant_inflight(tenant), *finished)
+
+    def inflight(self, tenant: str, job_ids: list[str] | None = None, prune: bool = True) -> tuple[int, int, list[str]]:
+        """(jobs, tasks, final job ids) of this tenant's in-flight set (``job_ids`` if read
+        already, by :meth:`admit`); the final ones are pruned here, or by the caller
+        (:meth:`prune_inflight`) without ``prune``."""
+        key = self.keys.tenant_inflight(tenant)
+        if job_ids is None:
+            job_ids = [j.decode() for j in self.redis.smembers(key)]  # type: ignore[union-attr]
+        if not job_ids:
+            return 0, 0, []
+        # one script over every job: a tenant with many jobs in flight costs one reply, not two per job
+        keys = [k for job_id in job_ids for k in (self.keys.job(job_id), self.keys.job_done(job_id))]
+        jobs, tasks, gone = self._inflight(keys=keys, args=job_ids)
+        finished = [j.decode() if isinstance(j, bytes) else j for j in gone]
+        if finished and prune:
             self.redis.srem(key, *finished)
-        return jobs, tasks
+        return int(jobs), int(tasks), finished
 
     def rate_wait(self, tenant: str, per_second: float, burst: int) -> float:
         return float(self._rate(keys=[self.keys.tenant_rate(tenant)], args=[per_second, burst, repr(time.time())]))

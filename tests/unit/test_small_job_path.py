@@ -1,0 +1,138 @@
+"""The small-job path's parts against a real redis-server: a worker's one-step begin, a
+tenant's in-flight sum in one script, the event loop's reads, the QPY version a client
+writes, and the turns a tenant's submissions wait for."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from qfleet._base import QPY_WIRE_VERSION, qpy_version
+from qiskit import qpy
+from redis import Redis
+
+from service.errors import RateLimited
+from service.guards import TenantTurns
+from service.store import Store, connect_async
+from service.store.reads import AsyncReads
+from service.tasks import JobSpec
+
+FIELDS = ["status", "backend", "tenant"]
+
+
+def make_job(store: Store, job_id: str, tasks: int, tenant: str = "t") -> None:
+    store.create_job(job_id, tenant, "aer", JobSpec(pubs=[], tasks=[[]] * tasks), {"c0": b"x"}, tasks)
+
+
+def test_begin_task_reads_the_job_and_marks_it_running_once(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    make_job(store, "j1", 2)
+    fields, paused, spec = store.begin_task("j1", FIELDS)
+    assert fields == ["queued", "aer", "t"]  # as it was before this step
+    assert not paused and spec is not None and JobSpec.from_json(spec).tasks == [[], []]
+    assert store.job_field("j1", "status") == "running" and store.job_field("j1", "started_at")
+    started = store.job_field("j1", "started_at")
+    fields, _, spec = store.begin_task("j1", FIELDS, spec=False)
+    assert fields[0] == "running" and spec is None
+    assert store.job_field("j1", "started_at") == started  # the second task does not move it
+
+
+def test_begin_task_leaves_a_job_of_a_paused_backend_queued(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    make_job(store, "j2", 1)
+    store.set_paused("aer", True)
+    fields, paused, _ = store.begin_task("j2", FIELDS)
+    assert paused and fields[0] == "queued" and store.job_field("j2", "status") == "queued"
+    fields, paused, spec = store.begin_task("gone", FIELDS)
+    assert fields == [None, None, None] and not paused and spec is None
+
+
+def test_inflight_sums_open_jobs_and_names_the_final_ones(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    for job_id, tasks in (("a", 3), ("b", 2), ("c", 1), ("d", 4)):
+        make_job(store, job_id, tasks, tenant="ten")
+    store.complete_task("a", 0, b"r")  # a: 2 of 3 left
+    store.complete_task("c", 0, b"r")  # c: done
+    store.finish("d", "cancelled")
+    wait, ids = store.admit("ten", 1000.0, 10)
+    assert wait == 0 and sorted(ids) == ["a", "b", "c", "d"]
+    jobs, tasks, finished = store.inflight("ten", ids, prune=False)
+    assert (jobs, tasks, sorted(finished)) == (2, 4, ["c", "d"])
+    assert len(store.admit("ten", 1000.0, 10)[1]) == 4  # not pruned: the caller does it with its write
+    pipe = store.redis.pipeline()
+    store.prune_inflight(pipe, "ten", finished)
+    pipe.execute()
+    assert store.inflight("ten") == (2, 4, [])
+
+
+def test_the_event_loop_reads_a_done_job_in_one_go(clean_redis: str) -> None:
+    from service.settings import Settings
+
+    store = Store(Redis.from_url(clean_redis))
+    make_job(store, "j3", 1)
+    store.add_api_key("qf_test_key", tenant="t", role="user")
+    store.set_task_meta("j3", 0, {"0": {"engine": "x"}})
+    store.complete_task("j3", 0, b"slice")
+
+    async def read() -> tuple[object, ...]:
+        reads = AsyncReads(connect_async(Settings(redis_url=clean_redis)))
+        try:
+            key = await reads.api_key("qf_test_key")
+            parts = await reads.result_parts("j3", FIELDS)
+            return key, parts, await reads.tasks_done("j3"), await reads.job_fields("nope", FIELDS)
+        finally:
+            await reads.close()
+
+    key, parts, done, missing = asyncio.run(read())
+    assert getattr(key, "tenant", None) == "t"
+    assert parts.record == {"status": "done", "backend": "aer", "tenant": "t"}  # type: ignore[attr-defined]
+    assert parts.results == {0: b"slice"} and parts.meta == {0: {"0": {"engine": "x"}}}  # type: ignore[attr-defined]
+    assert parts.spec is not None and done == 1 and missing == {}  # type: ignore[attr-defined]
+
+
+def test_a_client_writes_the_qpy_version_both_sides_read() -> None:
+    assert qpy_version(None) == max(QPY_WIRE_VERSION, qpy.QPY_COMPATIBILITY_VERSION)
+    assert qpy_version(qpy.QPY_VERSION + 5) == qpy.QPY_VERSION  # a newer service: this client's newest
+    assert qpy_version(qpy.QPY_VERSION - 1) == qpy.QPY_VERSION - 1
+    assert qpy_version(1) == qpy.QPY_COMPATIBILITY_VERSION  # never below what qiskit can write
+
+
+def test_submissions_over_the_limit_wait_for_a_turn_then_get_429() -> None:
+    async def scenario() -> tuple[list[str], str]:
+        turns = TenantTurns(limit=2, wait_s=0.3)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def submission(name: str, hold: bool) -> None:
+            async with turns.turn("t"):
+                order.append(f"{name} in")
+                if hold:
+                    await release.wait()
+                order.append(f"{name} out")
+
+        first = [asyncio.create_task(submission(n, True)) for n in ("a", "b")]
+        await asyncio.sleep(0.01)
+        third = asyncio.create_task(submission("c", False))  # waits: two turns are taken
+        other = asyncio.create_task(turns_of_another_tenant(turns))
+        await asyncio.sleep(0.05)
+        assert "c in" not in order and await other == "other in"  # another tenant has its own turns
+        release.set()
+        await asyncio.gather(*first, third)
+        assert turns.busy == {}
+        # now hold both turns past the wait: the next submission is refused
+        release.clear()
+        held = [asyncio.create_task(submission(n, True)) for n in ("d", "e")]
+        await asyncio.sleep(0.01)
+        with pytest.raises(RateLimited) as refused:
+            await submission("f", False)
+        release.set()
+        await asyncio.gather(*held)
+        return order, refused.value.code
+
+    async def turns_of_another_tenant(turns: TenantTurns) -> str:
+        async with turns.turn("other"):
+            return "other in"
+
+    order, code = asyncio.run(scenario())
+    assert order.index("c in") > min(order.index("a out"), order.index("b out"))
+    assert code == "too_many_concurrent_submissions" and "f in" not in order
