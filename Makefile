@@ -28,7 +28,7 @@ test: setup  # also installs chromium for the browser tests; TESTS=tests/unit ru
 	$(BIN)/python -m pytest -q $(TESTS)
 
 lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy client/qfleet service worker
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && scripts/typecheck
 
 bench: setup
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m qfleet_server.bench.run

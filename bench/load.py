@@ -1,6 +1,6 @@
 """Load test (not in CI): concurrent clients on loopback, bounded in time and count.
 
-    python -m bench.load [--clients 32] [--seconds 60]
+    python -m qfleet_server.bench.load [--clients 32] [--seconds 60]
 
 Starts a local stack, runs small one-circuit jobs from N concurrent clients, first alone
 and then while a huge job runs, and reports errors, lost jobs and p50/p99 latency for
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from qfleet import AsyncClient, Client
 
-from bench.workloads import training_ansatz, z_observables
-from service.stack import Stack, free_port
+from qfleet_server.bench.workloads import training_ansatz, z_observables
+from qfleet_server.stack import Stack, free_port
 
 MAX_JOBS_PER_CLIENT = 100_000  # a hard bound besides the time limit
 

@@ -6,7 +6,7 @@
 - what reading a partial result costs against reading the complete one (same job, done);
 - one page of ``GET /v1/jobs`` (50 jobs, then filtered by tag) among a few hundred jobs.
 
-    python -m bench.partial      # writes bench/results/partial.json
+    python -m qfleet_server.bench.partial      # writes bench/results/partial.json
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 from qfleet import Client
 from qiskit_aer.primitives import EstimatorV2
 
-from bench.workloads import training_ansatz
-from service.stack import Stack, free_port
+from qfleet_server.bench.workloads import training_ansatz
+from qfleet_server.stack import Stack, free_port
 
 RESULTS = Path(__file__).parent / "results"
 

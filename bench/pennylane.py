@@ -1,6 +1,6 @@
 """PennyLane QNode batches through qfleet vs lightning.qubit locally, in the same run.
 
-    python -m bench.pennylane [--repeats 5]
+    python -m qfleet_server.bench.pennylane [--repeats 5]
 
 A QNode on a (256, n) input batch is 256 tapes: one qfleet job on the ``qfleet`` device, 256
 simulations on ``lightning.qubit``. Writes bench/results/pennylane.json and prints the rows.
@@ -23,7 +23,7 @@ import numpy as np
 import pennylane as qml
 from pennylane.devices import device_constructor
 
-from service.stack import Stack, free_port
+from qfleet_server.stack import Stack, free_port
 
 RESULTS = Path(__file__).parent / "results"
 

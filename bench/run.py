@@ -1,7 +1,7 @@
 """The qfleet benchmark: the service and the direct library call on the same work, in
 the same run, reported as ratios (the machine is shared and noisy; ratios hold).
 
-    make bench            # or: python -m bench.run [--quick]
+    make bench            # or: python -m qfleet_server.bench.run [--quick]
 
 Writes bench/results/latest.json and bench/results/latest.md.
 """
@@ -24,10 +24,10 @@ import numpy as np
 from qfleet import Client
 from qiskit_aer.primitives import EstimatorV2
 
-from bench.workloads import training_ansatz, z_observables
-from service.stack import Stack, free_port
-from worker.engines import Block, Program
-from worker.engines.lightning import LightningEngine
+from qfleet_server.bench.workloads import training_ansatz, z_observables
+from qfleet_server.stack import Stack, free_port
+from qfleet_server.worker.engines import Block, Program
+from qfleet_server.worker.engines.lightning import LightningEngine
 
 RESULTS = Path(__file__).parent / "results"
 # Rows that time the same job again and again measure computing it: the result cache is off
@@ -166,8 +166,8 @@ def device(
     from qiskit.quantum_info import SparsePauliOp
     from qiskit_aer import AerSimulator
 
-    from service.devices.wukong72 import Wukong72Backend
-    from worker.engines.device import DeviceEngine
+    from qfleet_server.devices.wukong72 import Wukong72Backend
+    from qfleet_server.worker.engines.device import DeviceEngine
 
     circuit = training_ansatz(n)
     values = np.random.default_rng(n + B).uniform(0, 2 * np.pi, (B, circuit.num_parameters))
@@ -249,7 +249,7 @@ def rq_floor(redis_url: str, count: int, workers: int, clients: int) -> tuple[li
 
         def one() -> float:
             t0 = time.perf_counter()
-            job = queue.enqueue("bench.run.noop")
+            job = queue.enqueue("qfleet_server.bench.run.noop")
             if job.latest_result(timeout=30) is None:
                 raise RuntimeError("the RQ peer worker did not answer")
             return time.perf_counter() - t0

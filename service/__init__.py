@@ -1,4 +1,4 @@
 """The qfleet service: HTTP API, Redis store, planner and CLI. Build the app with
-:func:`service.app.create_app`."""
+:func:`qfleet_server.app.create_app`."""
 
 __version__ = "0.1.0"

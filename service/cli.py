@@ -30,7 +30,7 @@ cli.add_typer(keys_cli, name="keys")
 
 
 def app_from_env():  # type: ignore[no-untyped-def]
-    """uvicorn factory: ``uvicorn service.cli:app_from_env --factory``."""
+    """uvicorn factory: ``uvicorn qfleet_server.cli:app_from_env --factory``."""
     from .app import create_app
     from .logs import configure
 
@@ -107,7 +107,7 @@ def cli_settings() -> Settings:
                 raise _fail(
                     f"no Redis to use: QFLEET_REDIS_URL is unset and no stack is recorded in {state_path()}; {hint}"
                 )
-            from worker.main import pid_running
+            from qfleet_server.worker.main import pid_running
 
             if not pid_running(int(state.get("pid", 0))):
                 raise _fail(f"the stack recorded in {state_path()} (pid {state.get('pid')}) is not running; {hint}")
@@ -176,7 +176,7 @@ def worker(
     verbose: bool = False,
 ) -> None:
     """Run one warm worker on QFLEET_REDIS_URL (or the stack `qfleet up` recorded)."""
-    from worker.main import run_worker
+    from qfleet_server.worker.main import run_worker
 
     from .logs import configure
 
@@ -191,7 +191,7 @@ def health(
 ) -> None:
     """Exit 0 when a worker of this host (container) is alive: registered, running, heartbeating or
     holding a live lease. Compose runs it as each worker container's healthcheck."""
-    from worker.main import local_worker_problem
+    from qfleet_server.worker.main import local_worker_problem
 
     problem = local_worker_problem(cli_settings(), max_age)
     if problem:
@@ -210,7 +210,9 @@ def api(
     os.environ["QFLEET_REDIS_URL"] = cli_settings().redis_url  # the factory reads the environment
     from .connections import UVICORN_OPTIONS
 
-    uvicorn.run("service.cli:app_from_env", factory=True, host=host, port=port, log_level="warning", **UVICORN_OPTIONS)
+    uvicorn.run(
+        "qfleet_server.cli:app_from_env", factory=True, host=host, port=port, log_level="warning", **UVICORN_OPTIONS
+    )
 
 
 def _store() -> Store:
@@ -269,7 +271,7 @@ def demo(
     QTHA-style quantum adapter whose circuits run through qfleet; print and save the comparison."""
     from dataclasses import replace
 
-    from examples.adapter.main import Config, run
+    from qfleet_server.examples.adapter.main import Config, run
 
     from .stack import free_port
 

@@ -5,7 +5,7 @@ a request's line and headers must arrive within ``header_timeout_s`` and ``max_h
 trickles its headers (slowloris) or never sends any stays open for ever, and enough of them
 exhaust the server's sockets. The body's own deadline is the ASGI guard's (service/guards.py).
 
-uvicorn loads the protocol by import path: ``uvicorn ... --http service.connections:Protocol``
+uvicorn loads the protocol by import path: ``uvicorn ... --http qfleet_server.connections:Protocol``
 (:data:`UVICORN_OPTIONS` has every option the API is started with).
 """
 
@@ -126,5 +126,5 @@ class Protocol(_Base):
 
 # How the API is started (service/stack.py, `qfleet api`, docker compose through `qfleet api`).
 # No websockets: the API has none, and an upgraded connection would leave this protocol uncounted.
-UVICORN_OPTIONS: dict[str, Any] = {"http": "service.connections:Protocol", "ws": "none"}
-UVICORN_ARGS: list[str] = ["--http", "service.connections:Protocol", "--ws", "none"]
+UVICORN_OPTIONS: dict[str, Any] = {"http": "qfleet_server.connections:Protocol", "ws": "none"}
+UVICORN_ARGS: list[str] = ["--http", "qfleet_server.connections:Protocol", "--ws", "none"]

@@ -1,10 +1,10 @@
 """Pricing a job and sharding it into tasks: parsed PUBs in, a complete
-:class:`~service.tasks.JobSpec` and its payload blobs out.
+:class:`~qfleet_server.tasks.JobSpec` and its payload blobs out.
 
 Product mode (every observable on each parameter set) is the usual training case,
 observables (K, 1) against parameters (B, P); zip mode is chosen when a product would
 compute much more than the broadcast shape needs. Tasks are priced to run for about
-``task_target_s`` (the row layout is described in :mod:`service.tasks`).
+``task_target_s`` (the row layout is described in :mod:`qfleet_server.tasks`).
 """
 
 from __future__ import annotations

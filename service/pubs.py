@@ -1,5 +1,5 @@
 """Turning wire PUBs into validated, executable form. Every rule a PUB can break raises
-:class:`~service.errors.InvalidRequest` with its own code and a message that says the fix.
+:class:`~qfleet_server.errors.InvalidRequest` with its own code and a message that says the fix.
 
 Circuits are parsed in the bounded parser pool (service/parsing.py), once per distinct
 circuit text: a training loop sends the same template every step.

@@ -26,8 +26,8 @@ from .store import LANES, REDIS_OUTAGES, Store
 
 # The worker-side functions RQ runs, by dotted path (RQ imports them in the worker process).
 # tests/unit/test_queueing.py checks that they resolve.
-TASK_FUNCTION = "worker.runner.run_task"
-FAILURE_CALLBACK = "worker.runner.on_task_failed"
+TASK_FUNCTION = "qfleet_server.worker.runner.run_task"
+FAILURE_CALLBACK = "qfleet_server.worker.runner.on_task_failed"
 
 # How long RQ keeps a finished task's own record (its job hash and result entry: a few hundred
 # bytes, ids only). Not 0: RQ then deletes the record on the worker's critical path, a dozen

@@ -234,7 +234,7 @@ class Stack:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "service.cli:app_from_env",
+                "qfleet_server.cli:app_from_env",
                 "--factory",
                 "--host",
                 self.host,
@@ -257,7 +257,7 @@ class Stack:
         def start() -> subprocess.Popen[bytes]:  # a fresh name each time: the dead one's stays registered a while
             args = ["worker", *backends, "--name", f"w{i}-{secrets.token_hex(3)}"]
             return self._spawn(
-                f"worker{i}", [sys.executable, "-m", "service.cli", *args], QFLEET_WORKER_THREADS=str(threads)
+                f"worker{i}", [sys.executable, "-m", "qfleet_server.cli", *args], QFLEET_WORKER_THREADS=str(threads)
             )
 
         return self._child(f"worker{i}", start, again_after_clean_exit=False)
@@ -274,7 +274,9 @@ class Stack:
         def start() -> subprocess.Popen[bytes]:
             args = ["worker", *backends, "--name", f"dev-{secrets.token_hex(3)}"]
             return self._spawn(
-                "device", [sys.executable, "-m", "service.cli", *args], QFLEET_WORKER_THREADS=str(os.cpu_count() or 1)
+                "device",
+                [sys.executable, "-m", "qfleet_server.cli", *args],
+                QFLEET_WORKER_THREADS=str(os.cpu_count() or 1),
             )
 
         return self._child("device", start, again_after_clean_exit=False)

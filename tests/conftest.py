@@ -12,9 +12,9 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from redis import Redis
 
-from bench.workloads import training_ansatz  # noqa: F401  (re-exported for the tests)
-from service.stack import Stack, free_port, start_redis
-from service.stack import redis_url as make_redis_url
+from qfleet_server.bench.workloads import training_ansatz  # noqa: F401  (re-exported for the tests)
+from qfleet_server.stack import Stack, free_port, start_redis
+from qfleet_server.stack import redis_url as make_redis_url
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from service.tasks import pack_segment
+from qfleet_server.tasks import pack_segment
 
 from .engines import Block
 
@@ -59,7 +59,7 @@ def chunk_digest(
 
 
 def pack_chunk(evs: np.ndarray, stds: np.ndarray, gradient: np.ndarray | None) -> bytes:
-    """A chunk's estimates: a JSON line of the shapes, then the bytes of :func:`service.tasks.pack_segment`."""
+    """A chunk's estimates: a JSON line of the shapes, then the bytes of :func:`qfleet_server.tasks.pack_segment`."""
     head = json.dumps([list(evs.shape), None if gradient is None else list(gradient.shape)])
     return head.encode() + b"\n" + pack_segment(evs, stds, gradient)
 

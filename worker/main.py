@@ -19,16 +19,16 @@ def run_worker(
     Queues are read high lane first. If the RQ loop ends on a lost Redis connection, the
     worker waits for Redis and starts a fresh loop with the same warm engines.
     """
-    from service.settings import Settings
+    from qfleet_server.settings import Settings
 
     assert isinstance(settings, Settings)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(settings.worker_threads)
 
     # numpy's BLAS and Lightning's OpenMP size their thread pools when first imported: only now
-    from service import queueing
-    from service.backends import served_backends
-    from service.store import REDIS_OUTAGES, Store, connect
+    from qfleet_server import queueing
+    from qfleet_server.backends import served_backends
+    from qfleet_server.store import REDIS_OUTAGES, Store, connect
 
     from . import runner as runner_module
 
@@ -65,8 +65,8 @@ def local_worker_problem(settings: object, max_age_s: float = 60.0) -> str | Non
     """Why no worker of this host (container) is alive, or None when one is: registered in RQ, its
     process running here, and either heartbeating (an idle worker does every second) or holding
     an unexpired lease (a busy one renews it every lease_s / 4). For compose healthchecks."""
-    from service import queueing
-    from service.store import Store, connect
+    from qfleet_server import queueing
+    from qfleet_server.store import Store, connect
 
     store = Store(connect(settings), getattr(settings, "key_prefix", "qfleet"))
     host = socket.gethostname()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.gradients import shift_plan
+from qfleet_server.gradients import shift_plan
 
 from .engines import Block, Engine, Program
 

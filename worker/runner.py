@@ -21,13 +21,13 @@ import numpy as np
 from qiskit import qpy
 from qiskit.quantum_info import SparsePauliOp
 
-from service import queueing
-from service.backends import Backend, all_backends
-from service.devices.wukong72 import Wukong72Backend
-from service.result_cache import engine_version
-from service.settings import Settings
-from service.store import Store, TaskStats
-from service.tasks import JobSpec, PubSpec, Segment, pack_segment
+from qfleet_server import queueing
+from qfleet_server.backends import Backend, all_backends
+from qfleet_server.devices.wukong72 import Wukong72Backend
+from qfleet_server.result_cache import engine_version
+from qfleet_server.settings import Settings
+from qfleet_server.store import Store, TaskStats
+from qfleet_server.tasks import JobSpec, PubSpec, Segment, pack_segment
 
 from .cache import chunk_digest, pack_chunk, unpack_chunk
 from .engines import Block, Engine, EngineUnsupported, Program

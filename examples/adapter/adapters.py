@@ -26,7 +26,7 @@ from qfleet import Client
 from qfleet.torch import QuantumLayer
 from torch import nn
 
-from bench.workloads import encoder_ansatz
+from qfleet_server.bench.workloads import encoder_ansatz
 
 from .model import CharLM
 

@@ -5,7 +5,7 @@ tunable couplers (12·5 + 11·6 = 126), native CZ with single-qubit rotations, T
 9–17 µs, T2 about 1.1–3 µs, single-qubit fidelity 0.992–0.997, CZ fidelity 0.95–0.98,
 readout fidelity 0.92–0.95, a few couplers disabled. The calibration snapshot in
 ``wukong72_calibration.json`` is SYNTHETIC: drawn reproducibly from those ranges by
-``python -m service.devices.wukong72 --seed 7 > service/devices/wukong72_calibration.json``.
+``python -m qfleet_server.devices.wukong72 --seed 7 > service/devices/wukong72_calibration.json``.
 """
 
 from __future__ import annotations

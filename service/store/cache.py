@@ -2,7 +2,7 @@
 
 - chunks of results (one engine call each) under a key of their content, made by the workers
   (``worker/cache.py``): identical work inside any later job is not computed again;
-- whole jobs' results, keyed by the API (``service.result_cache.job_digest``): a job whose
+- whole jobs' results, keyed by the API (``qfleet_server.result_cache.job_digest``): a job whose
   results are all there is created done, and never queued.
 
 Every key covers the tenant, so one tenant never reads another's results."""

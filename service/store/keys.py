@@ -72,7 +72,7 @@ class Keys:
         return f"{self.p}:cache:{tenant}:{digest}"
 
     def job_cache(self, tenant: str, digest: str) -> str:
-        """A whole job's results, by the SHA-256 of the job (``service.result_cache.job_digest``)."""
+        """A whole job's results, by the SHA-256 of the job (``qfleet_server.result_cache.job_digest``)."""
         return f"{self.p}:cache:{tenant}:job:{digest}"
 
     def tenant_jobs(self, tenant: str) -> str:

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from qfleet._base import encode_pub
 from redis import Redis
 
-from bench.workloads import training_ansatz
-from service.app import create_app
-from service.settings import Settings
-from service.store import Store
+from qfleet_server.app import create_app
+from qfleet_server.bench.workloads import training_ansatz
+from qfleet_server.settings import Settings
+from qfleet_server.store import Store
 
 KEY = "qf_test_user_key"
 OTHER = "qf_test_other_key"

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from qfleet import Client, InvalidRequestError, NotFoundError
 from redis import Redis
 
-from service.app import create_app
-from service.settings import Settings
-from service.store import Store
+from qfleet_server.app import create_app
+from qfleet_server.settings import Settings
+from qfleet_server.store import Store
 
 USER, OTHER = "qf_test_user_key_aaaaaaaaaaaa", "qf_test_other_key_bbbbbbbbbbb"
 ADMIN = "qf_test_admin_key_ccccccccccc"

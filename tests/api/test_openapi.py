@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from qfleet.wire import ErrorBody
 from redis import Redis
 
-from service.app import create_app
-from service.settings import Settings
-from service.store import Store
+from qfleet_server.app import create_app
+from qfleet_server.settings import Settings
+from qfleet_server.store import Store
 
 KEY = "qf_test_openapi_user_key"
 QASM = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit[2] q; ry(a) q[0]; cx q[0], q[1];'

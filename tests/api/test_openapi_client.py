@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.stack import Stack
+from qfleet_server.stack import Stack
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("openapi_python_client")
@@ -29,7 +29,7 @@ import base64, math, random, struct, sys, time
 
 class Block:  # the generated package and the document are all this client has
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"qfleet", "service", "worker", "qiskit", "numpy"}:
+        if name.split(".")[0] in {"qfleet", "qfleet_server", "qiskit", "numpy"}:
             raise ImportError(f"blocked: {name}")
 sys.meta_path.insert(0, Block())
 

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from qfleet import Client, InvalidRequestError
 from redis import Redis
 
-from service.app import create_app
-from service.settings import Settings
-from service.store import Store
+from qfleet_server.app import create_app
+from qfleet_server.settings import Settings
+from qfleet_server.store import Store
 
 USER, OTHER, ADMIN = "qf_test_user_key_aaaaaaaaaaaa", "qf_test_other_key_bbbbbbbbbbb", "qf_test_admin_key_ccccccccccc"
 QASM = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit[2] q; ry(a) q[0]; cx q[0], q[1];'

@@ -22,9 +22,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from qfleet import Client
 from redis import Redis
 
-from bench.workloads import training_ansatz, z_observables
-from service.stack import Stack, free_port
-from service.store import Store
+from qfleet_server.bench.workloads import training_ansatz, z_observables
+from qfleet_server.stack import Stack, free_port
+from qfleet_server.store import Store
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

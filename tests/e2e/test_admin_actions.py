@@ -16,11 +16,11 @@ import pytest
 from qfleet import Client
 from redis import Redis
 
-from bench.workloads import training_ansatz
-from service.audit import audit
-from service.logs import JsonFormatter
-from service.stack import Stack
-from service.store import Store
+from qfleet_server.audit import audit
+from qfleet_server.bench.workloads import training_ansatz
+from qfleet_server.logs import JsonFormatter
+from qfleet_server.stack import Stack
+from qfleet_server.store import Store
 
 pytestmark = pytest.mark.e2e
 

@@ -27,9 +27,9 @@ from redis import Redis
 from redis.exceptions import AuthenticationError
 from rq import Worker
 
-from examples.adapter.report import LABELS
-from service.stack import free_port
-from service.store import Store
+from qfleet_server.examples.adapter.report import LABELS
+from qfleet_server.stack import free_port
+from qfleet_server.store import Store
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ class Up:
         self.env = {k: v for k, v in os.environ.items() if k != "QFLEET_REDIS_URL"}
         self.env.update(XDG_STATE_HOME=str(state_home), QFLEET_LEASE_S="1.5")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up", "--port", str(self.port), "--workers", str(workers)],
+            [sys.executable, "-m", "qfleet_server.cli", "up", "--port", str(self.port), "--workers", str(workers)],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -89,7 +89,7 @@ class Up:
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "service.cli", *args],
+            [sys.executable, "-m", "qfleet_server.cli", *args],
             cwd=ROOT,
             env={**self.env, **env},
             capture_output=True,
@@ -156,7 +156,7 @@ def test_up_restarts_a_killed_worker_and_jobs_still_complete(up: Up) -> None:
     before = {w.name: w.pid for w in Worker.all(connection=redis) if w.name.startswith("w0-")}
     assert len(before) == 1
     (old_pid,), mark = before.values(), len(up.lines)
-    assert old_pid in up.children("service.cli worker")
+    assert old_pid in up.children("qfleet_server.cli worker")
     os.kill(old_pid, signal.SIGKILL)
     assert "worker0" in up.wait_for(f"(pid {old_pid}) exited with signal SIGKILL", 30, mark)
     up.wait_for("worker0 restarted", 30, mark)
@@ -211,7 +211,12 @@ def test_up_stops_on_sigterm_and_forgets_its_stack(up: Up) -> None:
 def test_health_fails_where_no_worker_of_this_host_runs(clean_redis: str) -> None:
     env = {**os.environ, "QFLEET_REDIS_URL": clean_redis}
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "health"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "qfleet_server.cli", "health"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 1 and "no worker of host" in out.stderr
 
@@ -229,7 +234,7 @@ def test_cli_without_a_reachable_redis_says_what_to_set_in_one_line(tmp_path: Pa
     state = tmp_path / "qfleet" / "stack.json"
     for args, extra, says in cases:
         out = subprocess.run(
-            [sys.executable, "-m", "service.cli", *args],
+            [sys.executable, "-m", "qfleet_server.cli", *args],
             cwd=ROOT,
             env={**env, **extra},
             capture_output=True,
@@ -244,14 +249,14 @@ def test_cli_without_a_reachable_redis_says_what_to_set_in_one_line(tmp_path: Pa
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps({"pid": 2**22 + 1, "redis_url": closed}))
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "keys", "list"], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "qfleet_server.cli", "keys", "list"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert out.returncode == 1 and "is not running" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_demo_quick_writes_the_table_and_plots_for_every_method(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "demo", "--quick", "--workers", "1", "--out", str(tmp_path)],
+        [sys.executable, "-m", "qfleet_server.cli", "demo", "--quick", "--workers", "1", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -274,7 +279,7 @@ def test_demo_quick_writes_the_table_and_plots_for_every_method(tmp_path: Path) 
 
 def test_demo_on_the_device_model_sends_the_quantum_adapter_to_wukong72(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "demo", "--quick", "--backend", "wukong72", "--workers", "1"]
+        [sys.executable, "-m", "qfleet_server.cli", "demo", "--quick", "--backend", "wukong72", "--workers", "1"]
         + ["--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,

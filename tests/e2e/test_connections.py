@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from service.stack import Stack, free_port
+from qfleet_server.stack import Stack, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from qfleet.qiskit import Estimator
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer.primitives import EstimatorV2
 
-from bench.workloads import encoder_ansatz
+from qfleet_server.bench.workloads import encoder_ansatz
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def test_estimator_qnn_forward_matches_aer(client: Client) -> None:
 
 
 def test_progress_streams_until_the_job_is_final(client: Client) -> None:
-    from bench.workloads import training_ansatz, z_observables
+    from qfleet_server.bench.workloads import training_ansatz, z_observables
 
     circuit = training_ansatz(12)
     values = np.random.default_rng().uniform(0, 1, (3000, circuit.num_parameters))

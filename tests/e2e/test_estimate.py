@@ -15,7 +15,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import EstimatorV2
 
-from service.stack import Stack
+from qfleet_server.stack import Stack
 from tests.conftest import random_circuit, training_ansatz
 
 pytestmark = pytest.mark.e2e

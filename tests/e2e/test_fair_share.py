@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from qfleet import Client
 
-from bench.workloads import training_ansatz
-from service.settings import Settings
-from service.stack import Stack, free_port
-from service.store import Store, connect
+from qfleet_server.bench.workloads import training_ansatz
+from qfleet_server.settings import Settings
+from qfleet_server.stack import Stack, free_port
+from qfleet_server.store import Store, connect
 
 pytestmark = pytest.mark.e2e
 

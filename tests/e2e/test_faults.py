@@ -17,9 +17,9 @@ from qiskit_aer.primitives import EstimatorV2
 from redis import Redis
 from rq import Worker
 
-from bench.workloads import training_ansatz, z_observables
-from service.stack import Stack, free_port
-from service.store import Store
+from qfleet_server.bench.workloads import training_ansatz, z_observables
+from qfleet_server.stack import Stack, free_port
+from qfleet_server.store import Store
 
 pytestmark = pytest.mark.e2e
 N = 16  # wide enough that a task runs for a good fraction of a second on one core

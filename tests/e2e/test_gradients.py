@@ -10,7 +10,7 @@ from qiskit.circuit import Parameter, QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer.primitives import EstimatorV2
 
-from bench.workloads import training_ansatz, z_observables
+from qfleet_server.bench.workloads import training_ansatz, z_observables
 
 pytestmark = pytest.mark.e2e
 

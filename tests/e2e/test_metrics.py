@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from qfleet import Client
 from redis import Redis
 
-from bench.workloads import training_ansatz
-from service.stack import Stack
-from service.store import Store
+from qfleet_server.bench.workloads import training_ansatz
+from qfleet_server.stack import Stack
+from qfleet_server.store import Store
 
 pytestmark = pytest.mark.e2e
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -17,8 +17,8 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import EstimatorV2
 from redis import Redis
 
-from service.stack import Stack
-from service.store import Store
+from qfleet_server.stack import Stack
+from qfleet_server.store import Store
 from tests.conftest import training_ansatz
 
 pytestmark = pytest.mark.e2e

@@ -13,9 +13,9 @@ import pytest
 import torch
 from pennylane.devices import device_constructor
 
-from service.settings import Settings
-from service.stack import Stack
-from service.store import Store, connect
+from qfleet_server.settings import Settings
+from qfleet_server.stack import Stack
+from qfleet_server.store import Store, connect
 
 pytestmark = pytest.mark.e2e
 

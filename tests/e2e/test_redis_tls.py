@@ -24,8 +24,8 @@ from qiskit_aer.primitives import EstimatorV2
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bench.workloads import training_ansatz, z_observables
-from service.stack import Stack, free_port
+from qfleet_server.bench.workloads import training_ansatz, z_observables
+from qfleet_server.stack import Stack, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer.primitives import EstimatorV2
 from redis import Redis
 
-from service.stack import Stack
-from service.store import Store
+from qfleet_server.stack import Stack
+from qfleet_server.store import Store
 from tests.conftest import training_ansatz
 from tests.e2e.test_metrics import scrape
 

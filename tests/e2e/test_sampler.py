@@ -12,7 +12,7 @@ from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import Statevector
 from scipy.stats import chisquare
 
-from service.devices.wukong72 import load_calibration
+from qfleet_server.devices.wukong72 import load_calibration
 
 pytestmark = pytest.mark.e2e
 

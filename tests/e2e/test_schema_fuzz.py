@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from service.stack import Stack
+from qfleet_server.stack import Stack
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = int(os.environ.get("QFLEET_FUZZ_EXAMPLES", "15"))

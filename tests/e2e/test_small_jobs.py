@@ -14,7 +14,7 @@ from qiskit import qpy, transpile
 from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import EstimatorV2
 
-from service.stack import Stack
+from qfleet_server.stack import Stack
 from tests.conftest import random_circuit
 
 pytestmark = pytest.mark.e2e

@@ -26,9 +26,9 @@ from qfleet import Client
 from qiskit_aer.primitives import EstimatorV2
 from redis import Redis
 
-from bench.workloads import training_ansatz, z_observables
-from service.stack import Stack, free_port
-from service.store import Store
+from qfleet_server.bench.workloads import training_ansatz, z_observables
+from qfleet_server.stack import Stack, free_port
+from qfleet_server.store import Store
 
 pytestmark = pytest.mark.e2e
 N = 18  # wide enough that 300 rows make dozens of tasks: faults land while the job runs

@@ -9,7 +9,7 @@ import torch
 from qfleet import Client
 from qfleet.torch import QuantumLayer
 
-from bench.workloads import encoder_ansatz
+from qfleet_server.bench.workloads import encoder_ansatz
 
 pytestmark = pytest.mark.e2e
 

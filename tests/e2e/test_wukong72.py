@@ -7,7 +7,7 @@ import pytest
 from qfleet import Client, InvalidRequestError
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from bench.workloads import training_ansatz
+from qfleet_server.bench.workloads import training_ansatz
 
 pytestmark = pytest.mark.e2e
 

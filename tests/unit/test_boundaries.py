@@ -4,14 +4,14 @@ import importlib
 import subprocess
 import sys
 
-from service import queueing
+from qfleet_server import queueing
 
 
 def test_worker_loads_neither_fastapi_nor_the_pub_validator() -> None:
     code = (
-        "import sys, worker.runner, worker.main; "
-        "bad = [m for m in ('fastapi', 'starlette', 'service.pubs', 'service.jobs', 'service.planner', "
-        "'service.app', 'qiskit_qasm3_import') if m in sys.modules]; "
+        "import sys, qfleet_server.worker.runner, qfleet_server.worker.main; "
+        "bad = [m for m in ('fastapi', 'starlette', 'qfleet_server.pubs', 'qfleet_server.jobs', 'qfleet_server.planner', "
+        "'qfleet_server.app', 'qiskit_qasm3_import') if m in sys.modules]; "
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -37,8 +37,8 @@ def test_only_the_store_and_the_queue_boundary_touch_the_redis_client() -> None:
 
 
 def test_the_cli_loads_no_numpy_before_a_worker_sets_its_thread_counts() -> None:
-    # `qfleet worker` sets OMP/OPENBLAS thread counts in run_worker, after service.cli is
+    # `qfleet worker` sets OMP/OPENBLAS thread counts in run_worker, after qfleet_server.cli is
     # imported: numpy loaded earlier would size its BLAS pool to every core in every worker
-    code = "import sys, service.cli; print('numpy' in sys.modules)"
+    code = "import sys, qfleet_server.cli; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

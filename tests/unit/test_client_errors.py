@@ -27,7 +27,7 @@ from qfleet import (
 from qfleet.errors import error_from_response
 from qfleet.wire import encode_array
 
-from service.stack import free_port
+from qfleet_server.stack import free_port
 
 QASM = 'OPENQASM 3.0; include "stdgates.inc"; input float[64] a; qubit[2] q; ry(a) q[0]; cx q[0], q[1];'
 QUEUED = {

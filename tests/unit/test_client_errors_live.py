@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from qfleet import AsyncClient, Client, JobTimeoutError
 
-from service.stack import Stack, free_port
+from qfleet_server.stack import Stack, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -45,7 +45,7 @@ def test_client_imports_without_server_dependencies() -> None:
         import sys
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {"fastapi", "redis", "rq", "qiskit_aer", "qiskit", "uvicorn", "service", "worker"}:
+                if name.split(".")[0] in {"fastapi", "redis", "rq", "qiskit_aer", "qiskit", "uvicorn", "qfleet_server"}:
                     raise ImportError(f"blocked: {name}")
         sys.meta_path.insert(0, Block())
         import qfleet

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from service.dashboard import charts
+from qfleet_server.dashboard import charts
 
 
 @pytest.mark.parametrize(

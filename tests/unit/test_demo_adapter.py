@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from examples.adapter.adapters import MPOLinear, adapt, trainable
-from examples.adapter.data import VOCAB, make_tasks
-from examples.adapter.model import CharLM
+from qfleet_server.examples.adapter.adapters import MPOLinear, adapt, trainable
+from qfleet_server.examples.adapter.data import VOCAB, make_tasks
+from qfleet_server.examples.adapter.model import CharLM
 
 
 def _text(ids: torch.Tensor) -> str:

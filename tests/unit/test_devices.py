@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from bench.workloads import training_ansatz
-from service.devices.wukong72 import (
+from qfleet_server.bench.workloads import training_ansatz
+from qfleet_server.devices.wukong72 import (
     CALIBRATION_FILE,
     NUM_QUBITS,
     Wukong72Backend,
@@ -17,9 +17,9 @@ from service.devices.wukong72 import (
     grid_edges,
     load_calibration,
 )
+from qfleet_server.worker.engines import Block, Program
+from qfleet_server.worker.engines.device import DeviceEngine
 from tests.conftest import random_circuit
-from worker.engines import Block, Program
-from worker.engines.device import DeviceEngine
 
 
 def exact(circuit, observables, values):  # type: ignore[no-untyped-def]
@@ -96,7 +96,7 @@ def test_72_qubits_run_on_matrix_product_states() -> None:
 def test_origin_translation_agrees_with_aer_on_pyqpanda3s_simulator() -> None:
     from qiskit_aer.primitives import EstimatorV2
 
-    from worker.engines.origin import OriginEngine
+    from qfleet_server.worker.engines.origin import OriginEngine
 
     rng = np.random.default_rng()
     circuit = random_circuit(3, rng)
@@ -114,7 +114,7 @@ def test_origin_translation_agrees_with_aer_on_pyqpanda3s_simulator() -> None:
 def test_ibm_runtime_path_runs_on_a_fake_backend() -> None:
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
-    from worker.engines.ibm import IBMEngine
+    from qfleet_server.worker.engines.ibm import IBMEngine
 
     circuit = training_ansatz(3, layers=1)
     observables = [SparsePauliOp("ZII"), SparsePauliOp("IZZ")]
@@ -130,8 +130,8 @@ def test_origin_sampler_translation_on_pyqpanda3s_simulator() -> None:
     from qiskit import QuantumCircuit
     from qiskit.circuit import Parameter
 
-    from service.tasks import register_bits
-    from worker.engines.origin import OriginEngine
+    from qfleet_server.tasks import register_bits
+    from qfleet_server.worker.engines.origin import OriginEngine
 
     theta = Parameter("t")
     qc = QuantumCircuit(2, 3)
@@ -148,7 +148,7 @@ def test_ibm_sampler_runs_on_a_fake_backend() -> None:
     from qiskit import QuantumCircuit
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
-    from worker.engines.ibm import IBMEngine
+    from qfleet_server.worker.engines.ibm import IBMEngine
 
     qc = QuantumCircuit(2, 2)
     qc.x(1)

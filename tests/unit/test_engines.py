@@ -8,10 +8,10 @@ from qiskit.quantum_info import SparsePauliOp, Statevector
 from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import EstimatorV2
 
+from qfleet_server.worker.engines import Block, Program
+from qfleet_server.worker.engines.aer import AerEngine
+from qfleet_server.worker.engines.lightning import LightningEngine
 from tests.conftest import random_circuit, training_ansatz
-from worker.engines import Block, Program
-from worker.engines.aer import AerEngine
-from worker.engines.lightning import LightningEngine
 
 
 def random_observables(n: int, k: int, rng: np.random.Generator, diagonal: bool = False) -> list[SparsePauliOp]:
@@ -88,7 +88,7 @@ def test_circuits_without_parameters() -> None:
 
 
 def test_wide_diagonal_observables_do_not_build_a_huge_sign_matrix() -> None:
-    from worker.engines.lightning import _z_signs
+    from qfleet_server.worker.engines.lightning import _z_signs
 
     assert _z_signs(25, [SparsePauliOp("Z" * 25)]) is None  # 2^25 entries: read from the state instead
     assert _z_signs(3, [SparsePauliOp("ZII")]).shape == (8, 1)  # type: ignore[union-attr]

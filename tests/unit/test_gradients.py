@@ -6,13 +6,13 @@ import pytest
 from qiskit.circuit import Parameter, QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from service.gradients import NotDifferentiable, resolve, shift_plan
-from service.parsing import describe
+from qfleet_server.gradients import NotDifferentiable, resolve, shift_plan
+from qfleet_server.parsing import describe
+from qfleet_server.worker.engines import Block, Program
+from qfleet_server.worker.engines.aer import AerEngine
+from qfleet_server.worker.engines.lightning import LightningEngine
+from qfleet_server.worker.parameter_shift import parameter_shift
 from tests.conftest import random_circuit
-from worker.engines import Block, Program
-from worker.engines.aer import AerEngine
-from worker.engines.lightning import LightningEngine
-from worker.parameter_shift import parameter_shift
 
 
 def exact_evs(circuit: QuantumCircuit, observables: list[SparsePauliOp], values: np.ndarray) -> np.ndarray:

@@ -11,11 +11,11 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from service.jobs import JobService
-from service.queueing import enqueue
-from service.settings import Settings
-from service.store import Store
-from service.tasks import JobSpec
+from qfleet_server.jobs import JobService
+from qfleet_server.queueing import enqueue
+from qfleet_server.settings import Settings
+from qfleet_server.store import Store
+from qfleet_server.tasks import JobSpec
 
 
 def service(url: str, **overrides: object) -> JobService:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.tasks import (
+from qfleet_server.tasks import (
     JobSpec,
     PubSpec,
     Segment,

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from qiskit.circuit import ParameterVector, QuantumCircuit
 
-from service.parsing import describe
-from service.planner import plan_job
-from service.pubs import ParsedPub
-from service.tasks import JobSpec, assemble, pack_segment
+from qfleet_server.parsing import describe
+from qfleet_server.planner import plan_job
+from qfleet_server.pubs import ParsedPub
+from qfleet_server.tasks import JobSpec, assemble, pack_segment
 
 
 def make_pub(obs_shape: tuple[int, ...], par_shape: tuple[int, ...], n: int = 2, P: int = 2) -> ParsedPub:

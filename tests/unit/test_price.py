@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from qiskit.circuit import ParameterVector, QuantumCircuit
 
-from service.parsing import describe
-from service.planner import plan_job, price_job
-from service.pubs import ParsedPub
-from service.tasks import assemble, pack_segment
+from qfleet_server.parsing import describe
+from qfleet_server.planner import plan_job, price_job
+from qfleet_server.pubs import ParsedPub
+from qfleet_server.tasks import assemble, pack_segment
 
 shapes = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.result_cache import cacheable, engine_version, job_digest
-from service.tasks import JobSpec, PubSpec, Segment
-from worker.cache import chunk_digest, pack_chunk, unpack_chunk
-from worker.engines import Block
+from qfleet_server.result_cache import cacheable, engine_version, job_digest
+from qfleet_server.tasks import JobSpec, PubSpec, Segment
+from qfleet_server.worker.cache import chunk_digest, pack_chunk, unpack_chunk
+from qfleet_server.worker.engines import Block
 
 
 def digest(block: Block, tenant: str = "a", **kw: object) -> str:

@@ -9,10 +9,10 @@ from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.primitives.containers import BitArray
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from service.parsing import KEPT_QUBITS, drop_idle_qubits
-from service.pubs import reduce_terms
-from service.tasks import register_bits
-from worker.engines.aer import final_measurements
+from qfleet_server.parsing import KEPT_QUBITS, drop_idle_qubits
+from qfleet_server.pubs import reduce_terms
+from qfleet_server.tasks import register_bits
+from qfleet_server.worker.engines.aer import final_measurements
 
 
 def test_register_bits_match_qiskit_bitarray_slicing() -> None:

@@ -11,11 +11,11 @@ from qfleet._base import QPY_WIRE_VERSION, qpy_version
 from qiskit import qpy
 from redis import Redis
 
-from service.errors import RateLimited
-from service.guards import TenantTurns
-from service.store import Store, connect_async
-from service.store.reads import AsyncReads
-from service.tasks import JobSpec
+from qfleet_server.errors import RateLimited
+from qfleet_server.guards import TenantTurns
+from qfleet_server.store import Store, connect_async
+from qfleet_server.store.reads import AsyncReads
+from qfleet_server.tasks import JobSpec
 
 FIELDS = ["status", "backend", "tenant"]
 
@@ -66,7 +66,7 @@ def test_inflight_sums_open_jobs_and_names_the_final_ones(clean_redis: str) -> N
 
 
 def test_the_event_loop_reads_a_done_job_in_one_go(clean_redis: str) -> None:
-    from service.settings import Settings
+    from qfleet_server.settings import Settings
 
     store = Store(Redis.from_url(clean_redis))
     make_job(store, "j3", 1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from redis import Redis
 
-from service.store import Store
-from service.tasks import JobSpec
+from qfleet_server.store import Store
+from qfleet_server.tasks import JobSpec
 
 
 def make_job(store: Store, job_id: str, tasks: int) -> None:
@@ -61,9 +61,9 @@ def test_sentinel_configuration_finds_the_master(redis_url: str, tmp_path) -> No
     import time
     from urllib.parse import urlsplit
 
-    from service.settings import Settings
-    from service.stack import free_port
-    from service.store import connect
+    from qfleet_server.settings import Settings
+    from qfleet_server.stack import free_port
+    from qfleet_server.store import connect
 
     master = urlsplit(redis_url)
     port = free_port()

@@ -25,8 +25,8 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, thermal_relaxation_error
 
-from service.backends import DEFAULT_SHOTS
-from service.devices.wukong72 import Wukong72Backend
+from qfleet_server.backends import DEFAULT_SHOTS
+from qfleet_server.devices.wukong72 import Wukong72Backend
 
 from . import Block, Program, as_block_result, block_pub, memory_of, with_all_clbits
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from qiskit.transpiler import generate_preset_pass_manager
 
-from service.backends import DEFAULT_SHOTS
+from qfleet_server.backends import DEFAULT_SHOTS
 
 from . import Block, Program, as_block_result, block_pub, memory_of, with_all_clbits
 

@@ -19,7 +19,7 @@ from pennylane_lightning.lightning_qubit_ops.observables import HamiltonianC128,
 from qiskit.circuit import Parameter, ParameterExpression
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from service.gradients import Angle, NotDifferentiable, affine_angle
+from qfleet_server.gradients import Angle, NotDifferentiable, affine_angle
 
 from . import Block, EngineUnsupported, Program
 

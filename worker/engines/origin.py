@@ -20,7 +20,7 @@ from qiskit.providers import BackendV2, JobStatus, JobV1, Options
 from qiskit.result import Result
 from qiskit.transpiler import Target
 
-from service.backends import DEFAULT_SHOTS
+from qfleet_server.backends import DEFAULT_SHOTS
 
 from . import Block, Program, as_block_result, block_pub
 
