@@ -157,3 +157,28 @@ def test_ibm_sampler_runs_on_a_fake_backend() -> None:
     assert memory.shape == (2, 2000, 1)
     ones = np.mean(memory[..., 0] == 0b10)
     assert ones > 0.8  # a noisy fake device, near the ideal "10"
+
+
+def test_each_qubit_of_a_cz_relaxes_with_its_own_t1() -> None:
+    """The CZ's error holds each qubit's own relaxation, in either qubit order: with one qubit of
+    a coupler given a far shorter T1, an excitation on that qubit decays more than on the other."""
+    from qiskit.quantum_info import DensityMatrix
+
+    engine = DeviceEngine(Wukong72Backend(), 1)
+    cal = json.loads(json.dumps(engine.calibration))
+    coupler = next(c for c in cal["couplers"] if c["enabled"])
+    a, b = coupler["pair"]
+    cal["qubits"][a]["t1_us"], cal["qubits"][a]["t2_us"] = 0.2, 0.2  # a: gone within a few CZs
+    cal["qubits"][b]["t1_us"], cal["qubits"][b]["t2_us"] = 500.0, 500.0  # b: barely decays
+    engine.calibration = cal
+    for physical in ([a, b], [b, a]):
+        model = engine._build_noise(physical)
+        index = {p: i for i, p in enumerate(physical)}
+        error = model._local_quantum_errors["cz"][(0, 1)]
+        channel = error.to_quantumchannel()
+
+        def survival(qubit: int) -> float:
+            label = "".join("1" if i == qubit else "0" for i in (1, 0))  # qubit 0 is the rightmost
+            return float(DensityMatrix.from_label(label).evolve(channel).probabilities([qubit])[1])
+
+        assert survival(index[a]) < survival(index[b]) - 0.05

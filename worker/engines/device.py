@@ -120,9 +120,11 @@ class DeviceEngine:
         for c in cal["couplers"]:
             a, b = c["pair"]
             if c["enabled"] and a in index and b in index:
-                two = depolarizing_error(c["cz_error"], 2).compose(relax(a, ns["cz"]).tensor(relax(b, ns["cz"])))
-                model.add_quantum_error(two, ["cz"], [index[a], index[b]])
-                model.add_quantum_error(two, ["cz"], [index[b], index[a]])
+                for first, second in ((a, b), (b, a)):
+                    # x.tensor(y) acts with y on the instruction's first qubit: each qubit its own T1/T2
+                    relaxation = relax(second, ns["cz"]).tensor(relax(first, ns["cz"]))
+                    two = depolarizing_error(c["cz_error"], 2).compose(relaxation)
+                    model.add_quantum_error(two, ["cz"], [index[first], index[second]])
         return model
 
     @staticmethod
