@@ -158,7 +158,10 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             reaper.cancel()
             await app.state.events.stop()
-            await reads.close()
+            try:
+                await reads.close()
+            except Exception as exc:  # e.g. its connections belong to an event loop that has ended
+                log.warning("closing the event loop's Redis reads: %s", exc)
             redis.close()
 
     # Swagger UI (/docs) and ReDoc (/redoc) load their scripts from this app, not a CDN.

@@ -177,7 +177,7 @@ def test_each_qubit_of_a_cz_relaxes_with_its_own_t1() -> None:
         error = model._local_quantum_errors["cz"][(0, 1)]
         channel = error.to_quantumchannel()
 
-        def survival(qubit: int) -> float:
+        def survival(qubit: int, channel: object = channel) -> float:
             label = "".join("1" if i == qubit else "0" for i in (1, 0))  # qubit 0 is the rightmost
             return float(DensityMatrix.from_label(label).evolve(channel).probabilities([qubit])[1])
 
