@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,11 @@ import numpy as np
 from qfleet import Client
 from qiskit_aer.primitives import EstimatorV2
 
+from qfleet_server.bench.run import median_time
 from qfleet_server.bench.workloads import training_ansatz
 from qfleet_server.stack import Stack, free_port
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def timed(fn: Any, repeats: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -63,12 +53,12 @@ def main() -> None:
         out["whole_result_s"] = round(time.perf_counter() - t0, 3)
         out["partials_streamed"] = parts
         out["tasks"] = job.status().progress.tasks_total
-        out["read_result_s"] = round(timed(lambda: job.result(timeout=60, progress=False)), 4)
-        out["read_partial_s"] = round(timed(job.partial), 4)
+        out["read_result_s"] = round(median_time(lambda: job.result(timeout=60, progress=False), 7), 4)
+        out["read_partial_s"] = round(median_time(job.partial, 7), 4)
         for i in range(300):
             client.estimate([(circuit, "Z" + "I" * (n - 1), values[i : i + 1])], tags={"step": str(i % 10)})
-        out["list_page_50_s"] = round(timed(lambda: client.jobs_page(limit=50)), 4)
-        out["list_tag_page_s"] = round(timed(lambda: client.jobs_page(tag="step:3", limit=50)), 4)
+        out["list_page_50_s"] = round(median_time(lambda: client.jobs_page(limit=50), 7), 4)
+        out["list_tag_page_s"] = round(median_time(lambda: client.jobs_page(tag="step:3", limit=50), 7), 4)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "partial.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

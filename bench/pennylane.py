@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import pennylane as qml
 from pennylane.devices import device_constructor
 
+from qfleet_server.bench.run import median_time
 from qfleet_server.stack import Stack, free_port
 
 RESULTS = Path(__file__).parent / "results"
@@ -31,16 +30,6 @@ RESULTS = Path(__file__).parent / "results"
 device_constructor.plugin_devices.setdefault(
     "qfleet", EntryPoint(name="qfleet", value="qfleet.pennylane:QfleetDevice", group="pennylane.plugins")
 )
-
-
-def median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def qnode(dev: Any, n: int, diff_method: str) -> Any:
@@ -68,13 +57,13 @@ def rows(url: str, api_key: str, n: int, batch: int, repeats: int) -> list[dict[
     out = [
         {
             "work": f"QNode forward n={n} batch={batch}",
-            "lightning_ms": median_ms(lambda: local(x, w), repeats),
-            "qfleet_ms": median_ms(lambda: remote(x, w), repeats),
+            "lightning_ms": 1000 * median_time(lambda: local(x, w), repeats),
+            "qfleet_ms": 1000 * median_time(lambda: remote(x, w), repeats),
         },
         {
             "work": f"QNode forward+gradient n={n} batch={batch} (qfleet: diff_method best; lightning: adjoint)",
-            "lightning_ms": median_ms(lambda: qml.grad(cost(local))(w), repeats),
-            "qfleet_ms": median_ms(lambda: qml.grad(cost(remote))(w), repeats),
+            "lightning_ms": 1000 * median_time(lambda: qml.grad(cost(local))(w), repeats),
+            "qfleet_ms": 1000 * median_time(lambda: qml.grad(cost(remote))(w), repeats),
         },
     ]
     calls = 2 * (repeats + 1)
