@@ -77,8 +77,9 @@ class JobService:
     def forget_limits(self, tenant: str) -> None:
         self.admission.forget_limits(tenant)
 
-    def submit(self, request: JobRequest, tenant: str, idempotency_key: str | None = None) -> JobInfo:
-        """Admit, parse, price, plan, store and queue a job: parse → admit → plan → store → enqueue."""
+    def submit(self, request: JobRequest, tenant: str, idempotency_key: str | None = None) -> tuple[JobInfo, float]:
+        """Admit, parse, price, plan, store and queue a job: parse → admit → plan → store → enqueue.
+        Returns its status and its estimated compute seconds (the price)."""
         admission = self.admission
         limits = admission.limits(tenant)
         inflight = admission.check_rate(tenant, limits)
@@ -109,7 +110,7 @@ class JobService:
         if idempotency_key:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
             if existing is not None:
-                return self.info(existing, tenant)
+                return self.info(existing, tenant), price.seconds
         queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
         digest, cached = self._cached(plan.spec, plan.data, tenant, backend, price.result_bytes)
         # the job and its tasks land in one transaction: a crash (API or Redis) between the two
@@ -150,7 +151,7 @@ class JobService:
             extra={"job_id": job_id, "tenant": tenant, "backend": backend.name, "tasks": len(plan.tasks)},
         )
         done = cached is not None
-        return JobInfo(
+        info = JobInfo(
             id=job_id,
             status="done" if done else "queued",
             backend=backend.name,
@@ -160,6 +161,7 @@ class JobService:
             finished_at=created if done else None,
             tags=request.tags,
         )
+        return info, price.seconds
 
     def _cached(
         self, spec: JobSpec, data: dict[str, bytes], tenant: str, backend: Backend, result_bytes: int

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn, TypeVar, get_args
 
@@ -22,7 +23,17 @@ from .errors import (
     TransportError,
     error_from_response,
 )
-from .wire import QPY_VERSION_HEADER, Circuit, GradientMethod, JobOptions, JobRequest, Priority, Pub, encode_array
+from .wire import (
+    QPY_VERSION_HEADER,
+    Circuit,
+    GradientMethod,
+    JobOptions,
+    JobRequest,
+    Priority,
+    Pub,
+    SubmittedJob,
+    encode_array,
+)
 
 # QPY is written at a pinned version so that a newer client qiskit stays readable by the
 # service's qiskit (which reads every version up to its own), until the service has said
@@ -34,12 +45,21 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # Redis restart. A service never reached gets FIRST_CONTACT_RETRY_S, so a wrong URL fails fast.
 DEFAULT_RETRY_S = 10.0
 FIRST_CONTACT_RETRY_S = 1.0
+# A submission asks the service to hold its answer this long (`Prefer: wait=`) for a job it
+# expects to finish within it, so a small job's result comes back with the submission: one
+# request instead of two. Bigger jobs are answered at once, whatever is asked.
+DEFAULT_SUBMIT_WAIT_S = 0.25
 RATE_LIMIT_RETRIES = 8
 # Options whose values come from a closed set: checked here so the error names the choices.
 CHOICES: dict[str, tuple[str, ...]] = {"gradient": get_args(GradientMethod), "priority": get_args(Priority)}
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def submitted(body: Any) -> SubmittedJob:
+    """The answer to a submission: the job's status, with its result if the service waited for it."""
+    return parse(SubmittedJob, body)
 
 
 def parse(model: type[M], body: Any) -> M:
@@ -253,7 +273,13 @@ def encode_sampler_pub(pub: Any, table: CircuitTable | None = None) -> Pub:
 class BaseClient:
     """Configuration, request building and retry decisions; the sync and async twins add only I/O."""
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, retry_s: float = DEFAULT_RETRY_S) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        retry_s: float = DEFAULT_RETRY_S,
+        submit_wait: float = DEFAULT_SUBMIT_WAIT_S,
+    ) -> None:
         url = url or os.environ.get("QFLEET_URL")
         if not url:
             raise QfleetError(
@@ -274,9 +300,18 @@ class BaseClient:
                 hint="pass api_key= or set QFLEET_API_KEY (`qfleet up` prints a dev key)",
             )
         self.retry_s = retry_s
+        self.submit_wait = submit_wait
         self._reached = False  # set by the first answer; until then transport errors fail fast
         self._qpy_version: int | None = None  # the QPY version to write, once the service has said
         self._qpy_said: str | None = None
+
+    def _submit_args(self) -> dict[str, Any]:
+        """A submission's headers and timeout: one Idempotency-Key per job (its retries share it, so
+        a retry never makes a second job) and ``Prefer: wait=`` unless ``submit_wait`` is 0."""
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        if self.submit_wait > 0:
+            headers["Prefer"] = f"wait={self.submit_wait:g}"
+        return {"headers": headers, "timeout": self._wait_timeout(self.submit_wait)}
 
     @property
     def _headers(self) -> dict[str, str]:

@@ -65,10 +65,11 @@ def _cancelled_by_ctrl_c() -> bool:
 class _BaseJob:
     """What the twins share: the job id and every pure decision of the wait loop."""
 
-    __slots__ = ("id", "cancel_on_error", "_inside", "layout")
+    __slots__ = ("id", "cancel_on_error", "_inside", "layout", "_ready")
 
-    def __init__(self, job_id: str, cancel_on_error: bool = False) -> None:
+    def __init__(self, job_id: str, cancel_on_error: bool = False, ready: JobResultBody | None = None) -> None:
         self.id = job_id
+        self._ready = ready  # the result, when the submission's answer carried it (``Prefer: wait``)
         self.cancel_on_error = cancel_on_error
         self._inside = False  # inside a ``with job:`` block
         self.layout: list[tuple[int, int | None]] | None = None  # PUBs sent stacked (client.estimate)
@@ -165,8 +166,10 @@ class Job(_BaseJob):
 
     __slots__ = ("client",)
 
-    def __init__(self, client: Client, job_id: str, cancel_on_error: bool = False) -> None:
-        super().__init__(job_id, cancel_on_error)
+    def __init__(
+        self, client: Client, job_id: str, cancel_on_error: bool = False, ready: JobResultBody | None = None
+    ) -> None:
+        super().__init__(job_id, cancel_on_error, ready)
         self.client = client
 
     def __enter__(self) -> Job:
@@ -214,6 +217,8 @@ class Job(_BaseJob):
         >>> result = job.result(timeout=60)
         >>> result[0].evs.shape
         """
+        if self._ready is not None:
+            return self._unstacked(self._ready)
         deadline = self._deadline(timeout)
         with self._noting_interrupt(self.client.url), _progress_bar(self.id, progress) as show:
             body = None
@@ -298,8 +303,10 @@ class AsyncJob(_BaseJob):
 
     __slots__ = ("client",)
 
-    def __init__(self, client: AsyncClient, job_id: str, cancel_on_error: bool = False) -> None:
-        super().__init__(job_id, cancel_on_error)
+    def __init__(
+        self, client: AsyncClient, job_id: str, cancel_on_error: bool = False, ready: JobResultBody | None = None
+    ) -> None:
+        super().__init__(job_id, cancel_on_error, ready)
         self.client = client
 
     async def __aenter__(self) -> AsyncJob:
@@ -336,6 +343,8 @@ class AsyncJob(_BaseJob):
 
     async def result(self, timeout: float | None = None, progress: bool | None = False) -> JobResult:
         """Wait for the job and return its results; see :meth:`Job.result`."""
+        if self._ready is not None:
+            return self._unstacked(self._ready)
         deadline = self._deadline(timeout)
         with self._noting_interrupt(self.client.url), _progress_bar(self.id, progress) as show:
             body = None

@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpx
 
-from ._base import DEFAULT_RETRY_S, DEFAULT_TIMEOUT, RETRYABLE, BaseClient, TagFilter, group_pubs, parse
+from ._base import (
+    DEFAULT_RETRY_S,
+    DEFAULT_SUBMIT_WAIT_S,
+    DEFAULT_TIMEOUT,
+    RETRYABLE,
+    BaseClient,
+    TagFilter,
+    group_pubs,
+    parse,
+    submitted,
+)
 from ._jobs import AsyncJob, Job
 from .wire import BackendInfo, JobInfo, JobList
 
@@ -24,6 +33,11 @@ class Client(BaseClient):
     ``retry_s`` is how long transport errors and 5xx answers are retried once the service
     has answered (an API or Redis restart is ridden out); a service never reached gets about
     a second, then :class:`~qfleet.TransportError`.
+
+    ``submit_wait`` (seconds, default 0.25; 0 turns it off): a submission asks the service to
+    answer once the job is done if it expects that within this time, so a small job's result
+    comes back with the submission and ``result()`` makes no second request. A bigger job is
+    answered at once; a submission blocks at most this long.
 
     >>> from qfleet import Client
     >>> client = Client("http://127.0.0.1:8000", api_key="qf_...")
@@ -39,8 +53,9 @@ class Client(BaseClient):
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry_s: float = DEFAULT_RETRY_S,
         transport: httpx.BaseTransport | None = None,
+        submit_wait: float = DEFAULT_SUBMIT_WAIT_S,
     ) -> None:
-        super().__init__(url, api_key, retry_s)
+        super().__init__(url, api_key, retry_s, submit_wait)
         self._http = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -140,13 +155,8 @@ class Client(BaseClient):
             layout=layout,
             qpy_version=self._qpy_version,
         )
-        info = parse(
-            JobInfo,
-            self._request(
-                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-            ),
-        )
-        job = Job(self, info.id, cancel_on_error)
+        info = submitted(self._request("POST", "/v1/jobs", idempotent=True, json=body, **self._submit_args()))
+        job = Job(self, info.id, cancel_on_error, info.result)
         job.layout = layout
         return job
 
@@ -184,13 +194,8 @@ class Client(BaseClient):
             tags=tags,
             qpy_version=self._qpy_version,
         )
-        info = parse(
-            JobInfo,
-            self._request(
-                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-            ),
-        )
-        return Job(self, info.id, cancel_on_error)
+        info = submitted(self._request("POST", "/v1/jobs", idempotent=True, json=body, **self._submit_args()))
+        return Job(self, info.id, cancel_on_error, info.result)
 
     def job(self, job_id: str, cancel_on_error: bool = False) -> Job:
         """A handle on a job submitted earlier, by this process or another: ``.result()``,
@@ -261,8 +266,9 @@ class AsyncClient(BaseClient):
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry_s: float = DEFAULT_RETRY_S,
         transport: httpx.AsyncBaseTransport | None = None,
+        submit_wait: float = DEFAULT_SUBMIT_WAIT_S,
     ) -> None:
-        super().__init__(url, api_key, retry_s)
+        super().__init__(url, api_key, retry_s, submit_wait)
         self._http = httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=timeout, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
@@ -339,13 +345,8 @@ class AsyncClient(BaseClient):
             layout=layout,
             qpy_version=self._qpy_version,
         )
-        info = parse(
-            JobInfo,
-            await self._request(
-                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-            ),
-        )
-        job = AsyncJob(self, info.id, cancel_on_error)
+        info = submitted(await self._request("POST", "/v1/jobs", idempotent=True, json=body, **self._submit_args()))
+        job = AsyncJob(self, info.id, cancel_on_error, info.result)
         job.layout = layout
         return job
 
@@ -377,13 +378,8 @@ class AsyncClient(BaseClient):
             tags=tags,
             qpy_version=self._qpy_version,
         )
-        info = parse(
-            JobInfo,
-            await self._request(
-                "POST", "/v1/jobs", idempotent=True, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-            ),
-        )
-        return AsyncJob(self, info.id, cancel_on_error)
+        info = submitted(await self._request("POST", "/v1/jobs", idempotent=True, json=body, **self._submit_args()))
+        return AsyncJob(self, info.id, cancel_on_error, info.result)
 
     def job(self, job_id: str, cancel_on_error: bool = False) -> AsyncJob:
         """A handle on a job submitted earlier; see :meth:`Client.job`."""

@@ -372,6 +372,18 @@ class JobResultBody(BaseModel):
     )
 
 
+class SubmittedJob(JobInfo):
+    """What ``POST /v1/jobs`` answers: the job's status and, when the request asked to wait
+    (``Prefer: wait=N``) and the job finished within it, its result too."""
+
+    result: JobResultBody | None = Field(
+        default=None,
+        description="The job's result, present only when the submission waited (`Prefer: wait=N`, honoured for "
+        "jobs the service expects to finish within N seconds) and the job is done; otherwise fetch it with "
+        "`GET /v1/jobs/{id}/result`.",
+    )
+
+
 class BackendInfo(BaseModel):
     """What ``GET /v1/backends`` says of one backend."""
 

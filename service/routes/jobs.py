@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -10,22 +11,37 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from qfleet.wire import QPY_VERSION_HEADER, TERMINAL_STATUSES, JobInfo, JobList, JobRequest, JobResultBody
+from qfleet.wire import (
+    QPY_VERSION_HEADER,
+    TERMINAL_STATUSES,
+    JobInfo,
+    JobList,
+    JobRequest,
+    JobResultBody,
+    SubmittedJob,
+)
 from starlette.background import BackgroundTask
 
 from ..deps import JobsDep, TenantDep
 from ..errors import Conflict, error_responses
 from ..guards import TenantTurns
+from ..jobs import JobService
 from ..parsing import qpy_version_read
+from ..store.reads import ResultParts
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_WAIT_S = 60.0
+MAX_SUBMIT_WAIT_S = 10.0  # a submission holds its answer at most this long
 INLINE_RESULT_BYTES = 64 * 1024  # results up to this size are assembled on the event loop
 
 
 @router.post(
-    "", status_code=201, response_model=JobInfo, responses=error_responses(400, 429, 503), summary="Submit a job"
+    "",
+    status_code=201,
+    response_model=SubmittedJob,
+    responses=error_responses(400, 429, 503),
+    summary="Submit a job",
 )
 async def submit_job(
     body: JobRequest,
@@ -37,14 +53,93 @@ async def submit_job(
         str | None,
         Header(max_length=200, description="Retrying a submission with the same key returns the same job."),
     ] = None,
-) -> JobInfo:
-    """Validate, price and shard a list of PUBs, and queue the tasks. Answers at once
-    with the job's id; wait for its result with ``GET /v1/jobs/{id}/result?wait=``."""
+    prefer: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="`wait=N` (RFC 7240): for a job the service expects to finish within N seconds (at most "
+            f"{MAX_SUBMIT_WAIT_S:g}), hold the answer until it is final or N seconds pass; a done job's answer then "
+            "carries its `result`, saving the second request. `Preference-Applied` says when it was honoured.",
+        ),
+    ] = None,
+) -> Any:
+    """Validate, price and shard a list of PUBs, and queue the tasks. Answers at once with
+    the job's id (wait for its result with ``GET /v1/jobs/{id}/result?wait=``), or, with
+    ``Prefer: wait=N`` and a job priced within N seconds, once it is done, result included."""
     response.headers[QPY_VERSION_HEADER] = str(qpy_version_read())  # clients write it from now on
     # One tenant holds at most a few of the API's worker threads at once, however many it sends.
     turns: TenantTurns = request.app.state.submitting
     async with turns.turn(tenant.name):
-        return await run_in_threadpool(jobs.submit, body, tenant.name, idempotency_key)
+        info, seconds = await run_in_threadpool(jobs.submit, body, tenant.name, idempotency_key)
+    wait = prefer_wait(prefer)
+    if wait is None or (seconds > wait and info.status != "done"):
+        return info  # too big to wait for here: the client long-polls the result
+    status, record, parts = await _until_final(request, jobs, info.id, tenant.name, time.monotonic() + wait)
+    headers = {QPY_VERSION_HEADER: response.headers[QPY_VERSION_HEADER], "Preference-Applied": f"wait={wait:g}"}
+    if status != "done":
+        info = await jobs.info_async(info.id, tenant.name, record)
+        return JSONResponse(status_code=201, content=info.model_dump(mode="json"), headers=headers)
+    info = jobs.info(info.id, tenant.name, record)
+    result, keep = await _result_body(jobs, info.id, record, parts)
+    # the result is spliced in as serialized once (see get_result); SubmittedJob documents the shape
+    content = '{"result":' + result + "," + info.model_dump_json()[1:]
+    return Response(content=content, status_code=201, media_type="application/json", headers=headers, background=keep)
+
+
+def prefer_wait(prefer: str | None) -> float | None:
+    """Seconds from a ``Prefer`` header's ``wait`` preference (RFC 7240), capped; None if absent or unreadable."""
+    if not prefer:
+        return None
+    for item in prefer.split(","):
+        name, _, value = item.split(";")[0].strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return min(seconds, MAX_SUBMIT_WAIT_S) if math.isfinite(seconds) and seconds > 0 else None
+    return None
+
+
+async def _until_final(
+    request: Request, jobs: JobService, job_id: str, tenant: str, deadline: float, after: int | None = None
+) -> tuple[str, dict[str, str], ResultParts | None]:
+    """Hold until the job is final (or, with ``after``, has more than that many tasks done) or
+    the deadline passes: (status, record, and for a done job its result's parts)."""
+    events = request.app.state.events
+    with events.watch(job_id) as event:
+        done_likely = False
+        while True:
+            event.clear()  # before the check: an event that lands during it is kept
+            # read on the event loop (no thread hop); after a done event, the result too in one round trip
+            status, record, parts = await jobs.poll(job_id, tenant, done_likely)
+            if status in TERMINAL_STATUSES:
+                break
+            if after is not None and await run_in_threadpool(jobs.store.tasks_done, job_id) > after:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+            except asyncio.TimeoutError:
+                pass  # re-check now and then: an event can be missed while Redis reconnects
+            done_likely = event.is_set() and event.last == "done"
+    return status, record, parts
+
+
+async def _result_body(
+    jobs: JobService, job_id: str, record: dict[str, str], parts: ResultParts | None
+) -> tuple[str, BackgroundTask | None]:
+    """A done job's result as JSON, serialized here, once: returning the model makes FastAPI
+    validate it all again (a second per thousand PUBs). A small result is built on the loop (a
+    thread hop would cost more than the work); a large one in a thread. Also the task that keeps
+    a cacheable job's whole result for identical jobs, to run once the answer is sent."""
+    build = lambda: jobs.result(job_id, record, parts).model_dump_json()  # noqa: E731
+    small = parts is not None and sum(map(len, parts.results.values())) <= INLINE_RESULT_BYTES
+    body = build() if small else await run_in_threadpool(build)
+    keep = BackgroundTask(jobs.keep_cached, job_id, record) if record.get("cache_key") else None
+    return body, keep
 
 
 @router.get("", response_model=JobList, responses=error_responses(400), summary="List jobs")
@@ -126,38 +221,13 @@ async def get_result(
     pass; an unfinished job then answers 202 with its status. With ``partial=true``, the
     slices finished so far (a training loop reads them while the rest computes); with
     ``after`` too, as soon as a task beyond those finishes."""
-    events = request.app.state.events
     deadline = time.monotonic() + (wait if not partial or after is not None else 0.0)
-    with events.watch(job_id) as event:
-        done_likely = False
-        while True:
-            event.clear()  # before the check: an event that lands during it is kept
-            # read on the event loop (no thread hop); after a done event, the result too in one round trip
-            status, record, parts = await jobs.poll(job_id, tenant.name, done_likely)
-            if status in TERMINAL_STATUSES:
-                break
-            if partial and after is not None and await run_in_threadpool(jobs.store.tasks_done, job_id) > after:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
-            except asyncio.TimeoutError:
-                pass  # re-check now and then: an event can be missed while Redis reconnects
-            done_likely = event.is_set() and event.last == "done"
+    status, record, parts = await _until_final(request, jobs, job_id, tenant.name, deadline, after if partial else None)
     if partial and status not in ("failed", "cancelled"):
         body = await run_in_threadpool(lambda: jobs.result(job_id, record, partial=True).model_dump_json())
         return Response(content=body, media_type="application/json")
     if status == "done":
-        # serialized here, once: returning the model makes FastAPI validate it all again (a
-        # second per thousand PUBs); response_model still documents it. A small result is
-        # built on the loop (a thread hop would cost more than the work); a large one in a thread.
-        build = lambda: jobs.result(job_id, record, parts).model_dump_json()  # noqa: E731
-        small = parts is not None and sum(map(len, parts.results.values())) <= INLINE_RESULT_BYTES
-        body = build() if small else await run_in_threadpool(build)
-        # a first read keeps a cacheable job's whole result for identical jobs, once the answer is sent
-        keep = BackgroundTask(jobs.keep_cached, job_id, record) if record.get("cache_key") else None
+        body, keep = await _result_body(jobs, job_id, record, parts)
         return Response(content=body, media_type="application/json", background=keep)
     info = await jobs.info_async(job_id, tenant.name, record)
     if status in ("failed", "cancelled"):

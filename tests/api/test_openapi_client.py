@@ -37,7 +37,7 @@ from qfleet_rest import AuthenticatedClient
 from qfleet_rest.api.jobs import jobs_get_result, jobs_submit_job
 from qfleet_rest.models import (
     Array, ArrayDtype, Circuit, CircuitFormat, ErrorBody, JobInfo, JobOptions, JobRequest,
-    JobResultBody, Pub,
+    JobResultBody, Pub, SubmittedJob,
 )
 
 url, key = sys.argv[1], sys.argv[2]
@@ -55,7 +55,7 @@ pub = Pub(circuit=Circuit(format_=CircuitFormat.QASM3, data=qasm), observables=[
 
 with AuthenticatedClient(base_url=url, token=key) as client:
     info = jobs_submit_job.sync(client=client, body=JobRequest(pubs=[pub], backend="aer", options=JobOptions()))
-    assert isinstance(info, JobInfo), info
+    assert isinstance(info, SubmittedJob) and not info.result, info  # no Prefer: answered at once
     deadline = time.monotonic() + 120
     answer = jobs_get_result.sync(client=client, job_id=info.id, wait=20)
     while isinstance(answer, JobInfo) and time.monotonic() < deadline:  # 202: not final yet, ask again
@@ -65,6 +65,13 @@ with AuthenticatedClient(base_url=url, token=key) as client:
     assert evs.dtype == ArrayDtype.FLOAT64 and evs.shape == [2, 3], evs
     got = struct.unpack("<6d", base64.b64decode(evs.data))
     want = [math.cos(th2) for th10, th2 in rows] + [math.cos(th10) for th10, th2 in rows]  # IZ: qubit 0 = th2
+    assert all(abs(g - w) < 1e-9 for g, w in zip(got, want)), (got, want)
+
+    # Prefer: wait=N (a header the document declares): a small job comes back done, result included
+    waited = jobs_submit_job.sync(client=client, body=JobRequest(pubs=[pub], backend="aer", options=JobOptions()), prefer="wait=10")
+    assert isinstance(waited, SubmittedJob) and waited.status.value == "done", waited
+    assert isinstance(waited.result, JobResultBody), waited
+    got = struct.unpack("<6d", base64.b64decode(waited.result.results[0].evs.data))
     assert all(abs(g - w) < 1e-9 for g, w in zip(got, want)), (got, want)
 
     # a value outside an enum: the generated models would refuse to build it, so send the JSON as is
