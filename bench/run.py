@@ -16,7 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -202,39 +203,15 @@ def device(
     }
 
 
-def small_jobs(client: Client, count: int, seed: int = 0) -> dict[str, Any]:
-    circuit = training_ansatz(4)
-    values = np.random.default_rng(seed).uniform(0, 1, (1, circuit.num_parameters))
-    for _ in range(10):
-        client.estimate([(circuit, "ZIII", values)]).result(timeout=30)
-    lat = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        client.estimate([(circuit, "ZIII", values)]).result(timeout=30)
-        lat.append(time.perf_counter() - t0)
-    direct = median_time(direct_aer(circuit, "ZIII", values), 20)
-    return {
-        "work": f"one-circuit jobs n=4 (x{count})",
-        "p50_ms": 1000 * float(np.percentile(lat, 50)),
-        "p99_ms": 1000 * float(np.percentile(lat, 99)),
-        "direct_aer_ms": 1000 * direct,
-    }
-
-
 def noop() -> None:
     """The RQ peer's job: nothing, so its round trip is the queue's own cost."""
 
 
-def rq_round_trip(redis_url: str, count: int) -> tuple[float, float]:
-    """p50 and p99 seconds of RQ's own no-op job round trip (enqueue → finished) with a warm
-    non-forking SimpleWorker on the same Redis: the floor qfleet's small-job path is built on."""
-    lat, _ = rq_floor(redis_url, count, workers=1, clients=1)
-    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
-
-
-def rq_floor(redis_url: str, count: int, workers: int, clients: int) -> tuple[list[float], float]:
-    """RQ's own no-op jobs, enqueued and waited for (enqueue → result) by ``clients`` threads,
-    ``count`` jobs each, run by ``workers`` warm SimpleWorkers: (latencies, jobs per second)."""
+@contextmanager
+def rq_peer(redis_url: str, workers: int) -> Iterator[Callable[[], float]]:
+    """``workers`` warm non-forking RQ SimpleWorkers on the same Redis; yields a function that
+    enqueues one no-op job and waits for its result (enqueue → result), returning the seconds:
+    the floor qfleet's small-job path is built on."""
     from redis import Redis
     from rq import Queue
     from rq.serializers import JSONSerializer
@@ -256,12 +233,19 @@ def rq_floor(redis_url: str, count: int, workers: int, clients: int) -> tuple[li
 
         for _ in range(10 * workers):  # the first ones warm the workers
             one()
-        return _concurrently(one, count, clients)
+        yield one
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(10)
+
+
+def rq_floor(redis_url: str, count: int, workers: int, clients: int) -> tuple[list[float], float]:
+    """RQ's own no-op jobs, enqueued and waited for by ``clients`` threads, ``count`` jobs each,
+    run by ``workers`` warm SimpleWorkers: (latencies, jobs per second)."""
+    with rq_peer(redis_url, workers) as one:
+        return _concurrently(one, count, clients)
 
 
 def _concurrently(one: Callable[[], float], count: int, clients: int) -> tuple[list[float], float]:
@@ -483,18 +467,44 @@ def qiskit_table(results: dict[str, Any]) -> list[str]:
 def small_jobs_beside_rq(stack: Stack, client: Client, count: int, seed: int = 0) -> dict[str, Any]:
     """One-circuit jobs as the client sends them (the result comes with the submission), the
     same jobs in two requests (``submit_wait=0``: submit, then long-poll the result), and RQ's
-    no-op round trip, one after another on the same stack and Redis."""
-    row = small_jobs(client, count, seed)
-    with Client(stack.url, api_key=stack.api_key, submit_wait=0) as two_requests:
-        apart = small_jobs(two_requests, count, seed)
-    rq_p50, rq_p99 = rq_round_trip(stack.redis_url or "", count)
-    row.update(
-        two_requests_p50_ms=apart["p50_ms"],
-        two_requests_p99_ms=apart["p99_ms"],
-        rq_p50_ms=1000 * rq_p50,
-        rq_p99_ms=1000 * rq_p99,
-    )
-    return row
+    no-op round trip on the same Redis, interleaved job by job so that all three see the same
+    machine (its load moves from second to second here): p50 and p99 of each."""
+    circuit = training_ansatz(4)
+    values = np.random.default_rng(seed).uniform(0, 1, (1, circuit.num_parameters))
+    pub = [(circuit, "ZIII", values)]
+    with (
+        Client(stack.url, api_key=stack.api_key, submit_wait=0) as two_requests,
+        rq_peer(stack.redis_url or "", 1) as rq_job,
+    ):
+
+        def timed(c: Client) -> Callable[[], float]:
+            def one() -> float:
+                t0 = time.perf_counter()
+                c.estimate(pub).result(timeout=30)
+                return time.perf_counter() - t0
+
+            return one
+
+        sides = {"one": timed(client), "two": timed(two_requests), "rq": rq_job}
+        for one in sides.values():  # warm each side's connections and caches
+            for _ in range(10):
+                one()
+        lat: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(count):
+            for name, one in sides.items():
+                lat[name].append(one())
+    p50 = {name: 1000 * float(np.percentile(v, 50)) for name, v in lat.items()}
+    p99 = {name: 1000 * float(np.percentile(v, 99)) for name, v in lat.items()}
+    return {
+        "work": f"one-circuit jobs n=4 (x{count})",
+        "p50_ms": p50["one"],
+        "p99_ms": p99["one"],
+        "two_requests_p50_ms": p50["two"],
+        "two_requests_p99_ms": p99["two"],
+        "rq_p50_ms": p50["rq"],
+        "rq_p99_ms": p99["rq"],
+        "direct_aer_ms": 1000 * median_time(direct_aer(circuit, "ZIII", values), 20),
+    }
 
 
 def small_only(seed: int, count: int) -> None:
