@@ -143,3 +143,20 @@ def test_the_async_client_gets_small_results_with_their_submissions(stack: Stack
     for evs, values in zip(asyncio.run(run()), rows):
         np.testing.assert_allclose(evs, exact(circuit, "ZZI", values), atol=1e-8)
     assert transport.requests == ["POST /v1/jobs"] * len(rows)  # every result came with its submission
+
+
+def test_a_retry_and_an_identical_job_come_back_with_the_result_too(stack: Stack) -> None:
+    rng = np.random.default_rng()
+    circuit = random_circuit(3, rng)
+    values = rng.uniform(-np.pi, np.pi, (3, circuit.num_parameters))
+    job = rest_job(circuit, "XXZ", values)
+    want = exact(circuit, "XXZ", values)
+    headers = {"Authorization": f"Bearer {stack.api_key}", "Prefer": "wait=10"}
+    with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as http:
+        first = http.post("/v1/jobs", json=job, headers={"Idempotency-Key": "same-key"}).json()
+        retried = http.post("/v1/jobs", json=job, headers={"Idempotency-Key": "same-key"}).json()
+        assert retried["id"] == first["id"] and retried["result"] == first["result"]
+        identical = http.post("/v1/jobs", json=job).json()  # a new job (the result cache may answer it at once)
+        assert identical["id"] != first["id"] and identical["status"] == "done"
+        for body in (first, identical):
+            np.testing.assert_allclose(decode(body["result"]["results"][0]["evs"]), want, atol=1e-8)
