@@ -196,11 +196,78 @@ def device(
     assert got.shape == want.shape
     t_direct, t_service = median_time(direct, repeats), median_time(service, repeats)
     return {
-        "work": f"wukong72 n={n} B={B} {'noisy' if noise else 'noise off'}, {shots} shots ({method})",
+        "work": f"wukong72 n={n} B={B} {'noisy' if noise else 'noise off'}, {shots} shots (Aer: {method})",
+        "engine": engine._engine_name(len(compiled.physical), noise),
         "direct_aer_s": t_direct,
         "service_s": t_service,
         "ratio": t_service / t_direct,
+        "direct_aer_ms_per_set": 1000 * t_direct / B,
+        "service_ms_per_set": 1000 * t_service / B,
     }
+
+
+def device_engines(n: int, B: int, shots: int, repeats: int, aer_methods: tuple[str, ...]) -> dict[str, Any]:
+    """In-process, ms per parameter set of the noisy training ansatz (Z on each qubit): qfleet's
+    batched density-matrix engine against Aer's BackendEstimatorV2 with each method, on the same
+    transpiled circuit and noise model: where the crossover lies."""
+    from qiskit.primitives import BackendEstimatorV2
+    from qiskit_aer import AerSimulator
+
+    from qfleet_server.devices.wukong72 import Wukong72Backend
+    from qfleet_server.worker.engines.device import DeviceEngine
+
+    circuit = training_ansatz(n)
+    values = np.random.default_rng(n + B).uniform(0, 2 * np.pi, (B, circuit.num_parameters))
+    engine = DeviceEngine(Wukong72Backend(), 1)
+    program = Program(circuit, [o[0] for o in z_observables(n)])
+    compiled = engine.compile(program)
+    row: dict[str, Any] = {"work": f"wukong72 n={n} noisy, {shots} shots, in-process", "B": B}
+    block = Block(values=values, shots=shots, seed=5)
+    row["density_ms_per_set"] = 1000 * median_time(lambda: engine._estimate_density(program, block, shots), repeats) / B
+    for method in aer_methods:
+        simulator = AerSimulator(method=method, noise_model=engine.noise_model(compiled.physical))
+        estimator = BackendEstimatorV2(
+            backend=simulator, options={"default_precision": 1 / np.sqrt(shots), "seed_simulator": 5}
+        )
+        pub = (compiled.circuit, [[o] for o in compiled.observables], values[:, compiled.columns])
+        t = median_time(lambda e=estimator, p=pub: e.run([p]).result(), repeats)  # type: ignore[misc]
+        row[f"aer_{method}_ms_per_set"] = 1000 * t / B
+    return row
+
+
+def device_table(results: dict[str, Any]) -> list[str]:
+    rows = ["", "| work | engine | direct Aer, same transpiled work | service | ratio |", "|---|---|---|---|---|"]
+    for d in results.get("device", []):
+        rows.append(
+            f"| {d['work']} | {d.get('engine', '')} | {d['direct_aer_s'] * 1000:.1f} ms "
+            f"({d.get('direct_aer_ms_per_set', 0):.1f} ms/set) | {d['service_s'] * 1000:.1f} ms "
+            f"({d.get('service_ms_per_set', 0):.1f} ms/set) | {d['ratio']:.2f}× |"
+        )
+    for e in results.get("device_engines", []):
+        aer = ", ".join(f"{k[4:-11]} {v:.1f}" for k, v in e.items() if k.startswith("aer_"))
+        rows.append(
+            f"| {e['work']} B={e['B']} | qfleet density {e['density_ms_per_set']:.1f} ms/set | Aer {aer} ms/set | | |"
+        )
+    return rows
+
+
+def device_only(repeats: int) -> None:
+    """The wukong72 rows alone: the noisy n=8 and n=12 training ansatz through the service beside
+    Aer on the same work, and the in-process engines per qubit count."""
+    rows: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with Stack(port=free_port(), workers=2, env=NO_CACHE) as stack, Client(stack.url, api_key=stack.api_key) as client:
+        rows["device"] = [
+            device(client, n, B, True, 1024, ["I" * (n - 1 - i) + "Z" + "I" * i for i in range(n)], repeats)
+            for n, B in ((8, 64), (12, 8))
+        ]
+    rows["device_engines"] = [
+        device_engines(8, 32, 1024, repeats, ("density_matrix", "statevector")),
+        device_engines(10, 8, 1024, repeats, ("density_matrix", "statevector")),
+        device_engines(11, 2, 1024, 1, ("statevector",)),
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "device.json").write_text(json.dumps(rows, indent=2))
+    print("\n".join(device_table(rows)))
 
 
 def noop() -> None:
@@ -533,6 +600,9 @@ def main() -> None:
     parser.add_argument("--only-qiskit", action="store_true", help="only the many-PUB and sampler rows")
     parser.add_argument("--only-cache", action="store_true", help="only the result-cache row")
     parser.add_argument(
+        "--only-device", action="store_true", help="only the wukong72 rows, into bench/results/device.json"
+    )
+    parser.add_argument(
         "--small",
         type=int,
         metavar="SEED",
@@ -552,6 +622,9 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "qiskit.json").write_text(json.dumps(rows, indent=2))
         print("\n".join(qiskit_table(rows)))
+        return
+    if args.only_device:
+        device_only(3 if args.quick else 5)
         return
     if args.only_cache:
         with Stack(port=free_port(), workers=2) as stack, Client(stack.url, api_key=stack.api_key) as client:

@@ -86,7 +86,7 @@ def all_backends(settings: Any) -> dict[str, Backend]:
             exact=False,
             supports_shots=True,
             max_shots=min(max_shots, 100_000),
-            engines=("aer-density-matrix", "aer-statevector", "aer-mps"),
+            engines=("qfleet-pauli-density-matrix", "aer-density-matrix", "aer-statevector", "aer-mps"),
             native_gates=NATIVE_GATES,
             coupling_map=[list(p) for p in enabled_pairs(calibration)],
             options=("precision", "shots", "seed", "noise"),

@@ -70,3 +70,35 @@ def test_device_validation(client: Client) -> None:
     with pytest.raises(InvalidRequestError) as err:
         client.estimate([(small, "ZZ", np.zeros((1, small.num_parameters)))], backend="origin")
     assert err.value.code == "backend_unavailable"
+
+
+def test_noisy_estimates_run_on_the_density_matrix_engine_and_match_the_noise_model(client: Client) -> None:
+    """A noisy job on a few qubits: the batched density-matrix engine, within the shot error
+    of the exact noisy values (Aer's density matrix under the worker's noise model, then the
+    readout error on each measured bit)."""
+    from qiskit_aer import AerSimulator
+
+    from qfleet_server.devices.wukong72 import Wukong72Backend
+    from qfleet_server.worker.engines import Program
+    from qfleet_server.worker.engines.device import DeviceEngine
+
+    circuit = training_ansatz(3)
+    labels = ["IIZ", "ZZI"]
+    values = np.random.default_rng().uniform(0, 2 * np.pi, (4, circuit.num_parameters))
+    result = client.estimate(
+        [(circuit, [[o] for o in labels], values)], backend="wukong72", shots=4000, seed=11
+    ).result(timeout=120)[0]
+    assert result.metadata["engine"] == "qfleet-pauli_density_matrix-noisy"
+    engine = DeviceEngine(Wukong72Backend(), 1)
+    compiled = engine.compile(Program(circuit, [SparsePauliOp(o) for o in labels]))
+    simulator = AerSimulator(method="density_matrix", noise_model=engine.noise_model(compiled.physical))
+    readout = engine._errors(compiled.physical).readout
+    for j, x in enumerate(values):
+        bound = compiled.circuit.assign_parameters(x[compiled.columns])
+        bound.save_density_matrix()
+        rho = simulator.run(bound).result().data()["density_matrix"]
+        for k, obs in enumerate(compiled.observables):
+            label = obs.paulis.to_labels()[0]
+            support = [q for q, ch in enumerate(reversed(label)) if ch != "I"]
+            exact = rho.expectation_value(obs).real * np.prod([1 - 2 * readout[q][0, 1] for q in support])
+            assert abs(result.evs[k, j] - exact) < 5 * result.stds[k, j]
