@@ -33,11 +33,14 @@ RESULTS = Path(__file__).parent / "results"
 NO_CACHE = {"QFLEET_RESULT_CACHE_TTL_S": "0"}  # every job computes (the rows repeat)
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _bare_child(n: int, B: int, conn: Connection) -> None:
-    """One bare engine process, one engine thread as a worker has: runs ``jobs`` x B rows on each
-    request and answers (start, end) wall-clock times."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+    """One bare engine process, one engine thread as a worker has (the variables are set before
+    it starts: a spawned child imports numpy, and sizes BLAS's threads, before this runs): runs
+    ``jobs`` x B rows on each request and answers (start, end) wall-clock times."""
+    assert all(os.environ.get(var) == "1" for var in THREAD_VARS)
     from qfleet_server.worker.engines import Block, Program
     from qfleet_server.worker.engines.lightning import LightningEngine
 
@@ -62,12 +65,21 @@ class Bare:
         ctx = mp.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs = []
-        for _ in range(2):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_bare_child, args=(n, B, child), daemon=True)
-            proc.start()
-            self.pipes.append(parent)
-            self.procs.append(proc)
+        saved = {var: os.environ.get(var) for var in THREAD_VARS}
+        os.environ.update(dict.fromkeys(THREAD_VARS, "1"))  # the children's environment
+        try:
+            for _ in range(2):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_bare_child, args=(n, B, child), daemon=True)
+                proc.start()
+                self.pipes.append(parent)
+                self.procs.append(proc)
+        finally:
+            for var, value in saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
         for pipe in self.pipes:
             if pipe.recv() != "ready":
                 raise RuntimeError("a bare engine process did not start")
