@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from qfleet.wire import JobRequest
 
+from . import queueing
 from .backends import Backend
 from .errors import InvalidRequest, RateLimited, Unavailable
 from .planner import Price
@@ -57,6 +58,7 @@ class Admission:
         self.backends = backends
         self._limits: dict[str, tuple[float, TenantLimits]] = {}
         self._memory: tuple[float, int, int] = (0.0, 0, 0)
+        self._workers: dict[str, tuple[float, int]] = {}
 
     def cached_limits(self, tenant: str) -> TenantLimits | None:
         """A tenant's limits if read within the last second, else None (no Redis read)."""
@@ -76,6 +78,17 @@ class Admission:
 
     def forget_limits(self, tenant: str) -> None:
         self._limits.pop(tenant, None)
+
+    def workers(self, backend: Backend) -> int:
+        """Workers that share a job of this backend's (the planner's ``workers``), counted at most once a
+        second per API process. A device runs one batch at a time: its jobs are planned for one worker."""
+        if backend.is_device:
+            return 1
+        cached = self._workers.get(backend.name)
+        now = time.monotonic()
+        if cached is None or now - cached[0] >= 1.0:
+            cached = self._workers[backend.name] = (now, queueing.workers_on(self.store, backend.name))
+        return max(1, cached[1])
 
     def check_rate(self, tenant: str, limits: TenantLimits) -> list[str]:
         """Refuse a submission over the tenant's rate; returns its in-flight job ids (for check_inflight)."""

@@ -101,6 +101,8 @@ class JobService:
             noise=noise,
             priority=options.priority,
             cache=options.cache is not False and self.settings.result_cache_ttl_s > 0,
+            workers=admission.workers(backend),
+            min_task_s=self.settings.task_min_s * backend.task_scale,
         )
         finished = admission.check_inflight(tenant, limits, len(plan.tasks), inflight)
         if request.layout is not None:

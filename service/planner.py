@@ -4,7 +4,9 @@
 Product mode (every observable on each parameter set) is the usual training case,
 observables (K, 1) against parameters (B, P); zip mode is chosen when a product would
 compute much more than the broadcast shape needs. Tasks are priced to run for about
-``task_target_s`` (the row layout is described in :mod:`qfleet_server.tasks`).
+``task_target_s`` (the row layout is described in :mod:`qfleet_server.tasks`); a job of less
+than that per worker is still cut into one task per worker, each at least ``min_task_s``, so
+that a training step's forward pass runs on every idle worker at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _ROW_PER_AMP_OP_S = 2.5e-10
 _AER_FACTOR = 5.0
 _SHOT_S = 2e-7
 COST_QUBIT_CAP = 30
+_SLACK = 1e-9  # a job of exactly N targets is N tasks, whatever the float rounding
 
 
 @dataclass
@@ -116,8 +119,15 @@ def plan_job(
     noise: bool = True,
     priority: str = "normal",
     cache: bool = True,
+    workers: int = 1,
+    min_task_s: float = 0.0,
 ) -> Plan:
-    """Shard PUBs into tasks priced with the simulators' or the device model's cost (``device``)."""
+    """Shard PUBs into tasks priced with the simulators' or the device model's cost (``device``).
+
+    Tasks aim at ``task_target_s`` each. A job that computes less than ``workers`` such tasks
+    is cut into equal shares, one per worker, or fewer where a share would be under
+    ``min_task_s``: a task costs its worker a few ms of queue and Redis work, which a share
+    worth ``min_task_s`` repays."""
     pub_specs: list[PubSpec] = []
     data: dict[str, bytes] = {}
     tasks: list[list[Segment]] = []
@@ -129,8 +139,15 @@ def plan_job(
     first_circuit: dict[bytes, int] = {}
     first_obs: dict[bytes, int] = {}
     obs_blobs: dict[int, bytes] = {}  # id of a PUB's observables list (alive in pubs) -> its JSON
+    modes = [choose_mode(pub) for pub in pubs]
+    row_s_of = [row_seconds(pub, mode, device, noise) for pub, mode in zip(pubs, modes)]
+    if workers > 1 and min_task_s > 0:
+        total = sum((len(p.values) if m == "product" else p.size) * r for p, m, r in zip(pubs, modes, row_s_of))
+        shares = min(workers, int(total / min_task_s + _SLACK))
+        if shares > 1:
+            task_target_s = min(task_target_s, total / shares)
     for i, pub in enumerate(pubs):
-        mode = choose_mode(pub)
+        mode = modes[i]
         if mode == "product":
             rows = len(pub.values)
         else:
@@ -151,7 +168,7 @@ def plan_job(
             data[f"o{i}"] = obs_bytes
         data[f"p{i}"] = np.ascontiguousarray(pub.values, dtype="<f8").tobytes()
         depth = pub.info.depth
-        row_s = row_seconds(pub, mode, device, noise)
+        row_s = row_s_of[i]
         pub_specs.append(
             PubSpec(
                 num_qubits=pub.num_qubits,
@@ -176,12 +193,12 @@ def plan_job(
             )
         )
         cost_units += rows * 2.0 ** min(pub.num_qubits, COST_QUBIT_CAP) * max(1, depth)
-        chunks = max(1, math.ceil(rows * row_s / task_target_s))
+        chunks = max(1, math.ceil(rows * row_s / task_target_s - _SLACK))
         chunk = math.ceil(rows / chunks)
         for start in range(0, rows, chunk):
             stop = min(rows, start + chunk)
             seconds = (stop - start) * row_s
-            if current and current_s + seconds > task_target_s:
+            if current and current_s + seconds > task_target_s * (1 + _SLACK):
                 tasks.append(current)
                 current, current_s = [], 0.0
             current.append(Segment(i, start, stop))

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
 
     # planning and scheduling
     task_target_s: float = Field(default=0.1, description="Aim each task at this many seconds of compute.")
+    task_min_s: float = Field(
+        default=0.01,
+        description="A job of less than task_target_s per worker is cut into one task per worker of its backend, "
+        "each estimated at this many seconds of compute at least; 0 keeps such a job in one task.",
+    )
     task_timeout_s: int = 600
     task_retries: int = 2
     fair_share_s: float = Field(

@@ -92,3 +92,20 @@ def test_wide_diagonal_observables_do_not_build_a_huge_sign_matrix() -> None:
 
     assert _z_signs(25, [SparsePauliOp("Z" * 25)]) is None  # 2^25 entries: read from the state instead
     assert _z_signs(3, [SparsePauliOp("ZII")]).shape == (8, 1)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("group_bytes", [8 * 2**5, 3 * 8 * 2**5, 1 << 21])
+def test_lightning_rows_in_groups_match_aer(monkeypatch: pytest.MonkeyPatch, group_bytes: int) -> None:
+    """I/Z observables are read from a few rows' probabilities at once: one row per group, groups
+    that do not divide the rows (3 of 10), and all rows in one group give Aer's values."""
+    from qfleet_server.worker.engines import lightning
+
+    monkeypatch.setattr(lightning, "_PROBS_GROUP_BYTES", group_bytes)
+    rng = np.random.default_rng()
+    circuit = training_ansatz(5)
+    program = Program(circuit, random_observables(5, 4, rng, diagonal=True))
+    values = rng.uniform(0, 2 * np.pi, (10, circuit.num_parameters))
+    light, stds = LightningEngine(1).estimate(program, Block(values=values))
+    aer, _ = AerEngine(1).estimate(program, Block(values=values))
+    np.testing.assert_allclose(light, aer, atol=1e-10)
+    assert light.shape == (4, 10) and np.all(stds == 0)

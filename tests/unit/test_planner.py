@@ -103,3 +103,41 @@ def test_spec_survives_its_json_round_trip() -> None:
     again = JobSpec.from_json(plan.spec.to_json())
     assert again == plan.spec
     assert all(isinstance(s.pub, int) for t in again.tasks for s in t)
+
+
+def _training_pub(rows: int, n: int = 12) -> ParsedPub:
+    qc = QuantumCircuit(n)
+    params = iter(ParameterVector("t", 2 * n))
+    for q in range(n):
+        qc.ry(next(params), q)
+        qc.rz(next(params), q)
+    qc.cx(range(n - 1), range(1, n))
+    values = np.random.default_rng(0).uniform(0, 1, (rows, 2 * n))
+    observables = [{"I" * (n - 1 - q) + "Z" + "I" * q: 1.0} for q in range(n)]
+    return ParsedPub(describe(qc), observables, (n, 1), values, (rows,), (n, rows), 0.0, 0)
+
+
+def test_a_job_below_one_task_per_worker_is_shared_by_the_workers() -> None:
+    pub = _training_pub(256)
+    total = plan_job([pub], 10.0).price.seconds
+    assert len(plan_job([pub], 10.0).tasks) == 1  # one worker: one task, as before
+    assert len(plan_job([pub], 10.0, workers=2, min_task_s=total / 10).tasks) == 2
+    assert len(plan_job([pub], 10.0, workers=4, min_task_s=total / 10).tasks) == 4
+    # never a task under min_task_s: two tasks at most when a quarter of the job is below it
+    assert len(plan_job([pub], 10.0, workers=4, min_task_s=total / 2.5).tasks) == 2
+    assert len(plan_job([pub], 10.0, workers=4, min_task_s=2 * total).tasks) == 1
+    # a job worth many tasks per worker is cut by the target alone
+    big = plan_job([pub], total / 8, workers=2, min_task_s=total / 100)
+    assert len(big.tasks) == len(plan_job([pub], total / 8).tasks) == 8
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_assembly_inverts_sharding_over_workers(workers: int) -> None:
+    pubs = [make_pub((4, 1), (7,)), make_pub((3,), (3,)), make_pub((2,), (2,), n=3, P=1)]
+    plan = plan_job(pubs, 10.0, workers=workers, min_task_s=1e-12)
+    assert len(plan.tasks) >= workers
+    out = assemble(plan.spec, run_fake_tasks(plan, pubs))
+    for pub, res in zip(pubs, out):
+        k = np.broadcast_to(np.arange(len(pub.observables)).reshape(pub.obs_shape), pub.shape)
+        m = np.broadcast_to(np.arange(len(pub.values)).reshape(pub.par_shape), pub.shape)
+        assert np.array_equal(res["evs"], fake_value(k, m))
