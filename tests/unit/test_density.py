@@ -116,8 +116,11 @@ def test_estimates_match_the_noise_model_and_aers_spread(engine: DeviceEngine) -
         for k in range(3):
             sigma = float(np.mean(stds[k]))
             assert abs(np.mean(evs[k]) - exact[k]) < 4.5 * sigma / np.sqrt(repeats)
-            # sample variance of 200 draws: χ²(199)/199 has a std of 0.1, so these are 3.5σ bounds
-            assert 0.65 < np.std(evs[k], ddof=1) / sigma < 1.4
+            # sample variance of 200 draws: χ²(199)/199 has a std of 0.1, so these are 3.5σ bounds.
+            # BackendEstimatorV2 reports Σ|c|·σ_term/√shots for a sum of Paulis (an upper bound: the
+            # triangle inequality), so for the sum (k=2) the spread is only bounded from above.
+            spread = np.std(evs[k], ddof=1) / sigma
+            assert spread < 1.4 and (k == 2 or spread > 0.65), (k, spread)
             assert 0.55 < np.std(evs[k], ddof=1) / np.std(aer_evs[k], ddof=1) < 1.8
         again, _ = engine.estimate(program, Block(values=values, shots=shots, seed=seed))
         np.testing.assert_array_equal(again, evs)  # the seed fixes the shots
