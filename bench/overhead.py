@@ -52,7 +52,8 @@ def measure(n: int, B: int, repeats: int, env: dict[str, str]) -> dict[str, Any]
     rows = []
     with (
         Stack(port=free_port(), workers=2, env={**NO_CACHE, **env}) as stack,
-        Client(stack.url, api_key=stack.api_key) as client,
+        # submit_wait=0: the submit span is the submission alone, the result span the fetch
+        Client(stack.url, api_key=stack.api_key, submit_wait=0) as client,
     ):
         for r in range(repeats + 2):  # the first two warm the workers and the connection
             t0 = time.time()

@@ -483,11 +483,7 @@ def table(results: dict[str, Any]) -> str:
             f"| {g['work']} | {g['direct_lightning_adjoint_s'] * 1000:.1f} ms | {g['direct_aer_parameter_shift_s'] * 1000:.1f} ms "
             f"| {g['service_auto_s'] * 1000:.1f} ms | {g['ratio_vs_lightning_adjoint']:.2f}× | {g['speedup_vs_aer_parameter_shift']:.1f}× faster |"
         )
-    rows += ["", "| work | direct Aer, same transpiled work | service | ratio | target |", "|---|---|---|---|---|"]
-    for d, target in zip(results["device"], ("≤1.3×", "≤1.1×")):
-        rows.append(
-            f"| {d['work']} | {d['direct_aer_s'] * 1000:.1f} ms | {d['service_s'] * 1000:.1f} ms | {d['ratio']:.2f}× | {target} |"
-        )
+    rows += device_table(results)
     rows += qiskit_table(results)
     rows += cache_table(results)
     return "\n".join(rows)

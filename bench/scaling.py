@@ -121,7 +121,9 @@ def scaling(n: int, B: int, jobs: int, rounds: int) -> dict[str, Any]:
             s = stack.enter_context(
                 Stack(port=free_port(), workers=workers, threads_per_worker=1, env=NO_CACHE, device_worker=False)
             )
-            client = clients[workers] = stack.enter_context(Client(s.url, api_key=s.api_key))
+            # submit_wait=0: every job is queued before any is waited for, as stream() says (a job
+            # priced within the client's default wait would otherwise be waited for at submission)
+            client = clients[workers] = stack.enter_context(Client(s.url, api_key=s.api_key, submit_wait=0))
             values = np.random.default_rng(0).uniform(0, 1, (8, circuit.num_parameters))
             client.estimate([(circuit, z_observables(n), values)]).result(timeout=120, progress=False)  # warm
         bare = Bare(n, B)
