@@ -340,13 +340,14 @@ def concurrent_jobs(stack: Stack, clients: int, count: int, seed: int = 0) -> di
     from qfleet import AsyncClient
 
     circuit = training_ansatz(4)
-    values = np.random.default_rng(seed).uniform(0, 1, (1, circuit.num_parameters))
+    rng = np.random.default_rng(seed)  # fresh values for every job, as a training loop sends them
     lat: list[float] = []
 
     async def run() -> float:
         async def one_client() -> None:
             async with AsyncClient(stack.url, api_key=stack.api_key) as client:
                 for i in range(count + 2):
+                    values = rng.uniform(0, 1, (1, circuit.num_parameters))
                     t0 = time.perf_counter()
                     await (await client.estimate([(circuit, "ZIII", values)])).result(timeout=60)
                     if i >= 2:  # each client's first jobs warm its connection
@@ -534,10 +535,10 @@ def small_jobs_beside_rq(stack: Stack, client: Client, count: int, seed: int = 0
     """One-circuit jobs as the client sends them (the result comes with the submission), the
     same jobs in two requests (``submit_wait=0``: submit, then long-poll the result), and RQ's
     no-op round trip on the same Redis, interleaved job by job so that all three see the same
-    machine (its load moves from second to second here): p50 and p99 of each."""
+    machine (its load moves from second to second here): p50 and p99 of each. Every job has fresh
+    parameter values, as a training step sends, so no result cache can answer it."""
     circuit = training_ansatz(4)
-    values = np.random.default_rng(seed).uniform(0, 1, (1, circuit.num_parameters))
-    pub = [(circuit, "ZIII", values)]
+    rng = np.random.default_rng(seed)  # fresh values for every job, as a training loop sends them
     with (
         Client(stack.url, api_key=stack.api_key, submit_wait=0) as two_requests,
         rq_peer(stack.redis_url or "", 1) as rq_job,
@@ -545,6 +546,7 @@ def small_jobs_beside_rq(stack: Stack, client: Client, count: int, seed: int = 0
 
         def timed(c: Client) -> Callable[[], float]:
             def one() -> float:
+                pub = [(circuit, "ZIII", rng.uniform(0, 1, (1, circuit.num_parameters)))]
                 t0 = time.perf_counter()
                 c.estimate(pub).result(timeout=30)
                 return time.perf_counter() - t0
@@ -569,13 +571,14 @@ def small_jobs_beside_rq(stack: Stack, client: Client, count: int, seed: int = 0
         "two_requests_p99_ms": p99["two"],
         "rq_p50_ms": p50["rq"],
         "rq_p99_ms": p99["rq"],
-        "direct_aer_ms": 1000 * median_time(direct_aer(circuit, "ZIII", values), 20),
+        "direct_aer_ms": 1000
+        * median_time(direct_aer(circuit, "ZIII", rng.uniform(0, 1, (1, circuit.num_parameters))), 20),
     }
 
 
 def small_only(seed: int, count: int) -> None:
     """The small-job rows alone, on a fresh stack: for before/after comparisons of the small-job path."""
-    with Stack(port=free_port(), workers=2) as stack, Client(stack.url, api_key=stack.api_key) as client:
+    with Stack(port=free_port(), workers=2, env=NO_CACHE) as stack, Client(stack.url, api_key=stack.api_key) as client:
         rows = {
             "seed": seed,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
