@@ -18,7 +18,7 @@ from .backends import Backend
 from .errors import InvalidRequest, RateLimited, Unavailable
 from .planner import Price
 from .settings import Settings, TenantLimits
-from .store import LANES, Store
+from .store import LANES, Reads, Store
 
 _OPTIONS = ("shots", "seed", "noise", "precision")
 DEVICE_SLICE_FACTOR = 10.0
@@ -91,7 +91,7 @@ class Admission:
         return max(1, cached[1])
 
     def check_rate(self, tenant: str, limits: TenantLimits) -> list[str]:
-        """Refuse a submission over the tenant's rate; returns its in-flight job ids (for check_inflight)."""
+        """Refuse a submission over the tenant's rate; returns its in-flight job ids (for Store.before_create)."""
         wait, inflight = self.store.admit(tenant, limits.jobs_per_second, limits.burst)
         if wait > 0:
             raise RateLimited(
@@ -209,20 +209,15 @@ class Admission:
                 retry_after=5.0,
             )
 
-    def check_inflight(
-        self, tenant: str, limits: TenantLimits, tasks: int, job_ids: list[str] | None = None
-    ) -> list[str]:
-        """Refuse a job over the tenant's in-flight limits; returns the ids found final (the
-        caller prunes them as it writes the job)."""
-        jobs_in_flight, tasks_in_flight, finished = self.store.inflight(tenant, job_ids, prune=False)
-        if jobs_in_flight >= limits.max_jobs_in_flight or tasks_in_flight + tasks > limits.max_tasks_in_flight:
+    def check_inflight(self, limits: TenantLimits, tasks: int, reads: Reads) -> None:
+        """Refuse a job of ``tasks`` tasks over the tenant's in-flight limits (``reads``: what is in flight)."""
+        if reads.jobs >= limits.max_jobs_in_flight or reads.tasks + tasks > limits.max_tasks_in_flight:
             raise RateLimited(
-                f"{jobs_in_flight} jobs and {tasks_in_flight} tasks already in flight (limits {limits.max_jobs_in_flight} "
+                f"{reads.jobs} jobs and {reads.tasks} tasks already in flight (limits {limits.max_jobs_in_flight} "
                 f"and {limits.max_tasks_in_flight}); wait for some to finish",
                 code="too_much_in_flight",
                 retry_after=1.0,
             )
-        return finished
 
     def lane(self, priority: str, price: Price) -> str:
         """The queue lane: the asked priority, one lower for a job that computes long, so that a

@@ -34,7 +34,7 @@ from .planner import plan_job, price_job
 from .pubs import CircuitCache, ObservablesCache, parse_pub
 from .result_cache import cacheable, engine_version, job_digest
 from .settings import Settings, TenantLimits
-from .store import Store
+from .store import Store, whole
 from .store.reads import AsyncReads, ResultParts
 from .tasks import JobSpec, assemble, assemble_samples, fill_missing, ready_masks
 
@@ -104,17 +104,19 @@ class JobService:
             workers=admission.workers(backend),
             min_task_s=self.settings.task_min_s * backend.task_scale,
         )
-        finished = admission.check_inflight(tenant, limits, len(plan.tasks), inflight)
         if request.layout is not None:
             admission.check_layout(request.layout, [p.shape for p in pubs])
             plan.data["layout"] = json.dumps(request.layout, separators=(",", ":")).encode()
         job_id = "j-" + uuid.uuid4().hex[:20]
-        if idempotency_key:
+        digest = self._cache_key(plan.spec, plan.data, tenant, backend, price.result_bytes)
+        reads = self.store.before_create(tenant, inflight, job_id, idempotency_key, digest)  # one round trip
+        admission.check_inflight(limits, len(plan.tasks), reads)
+        if idempotency_key and not reads.claimed:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
             if existing is not None:
                 return self.info(existing, tenant), price.seconds
         queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
-        digest, cached = self._cached(plan.spec, plan.data, tenant, backend, price.result_bytes)
+        cached = whole(reads.cache_entry, len(plan.tasks)) if digest else None
         # the job and its tasks land in one transaction: a crash (API or Redis) between the two
         # would leave a job that a retried submission (same Idempotency-Key) finds but nothing runs
         with self.store.transaction() as pipe:
@@ -135,6 +137,7 @@ class JobService:
             else:
                 if digest:
                     self.store.mark_cacheable(job_id, digest, pipe)
+                    self.store.count_job_cache_miss(pipe)
                 task_s = [plan.spec.task_seconds(t) for t in range(len(plan.tasks))]
                 queueing.enqueue(
                     self.store,
@@ -146,7 +149,7 @@ class JobService:
                     tenant=tenant,
                     seconds=task_s,
                 )
-            self.store.prune_inflight(pipe, tenant, finished)
+            self.store.prune_inflight(pipe, tenant, reads.finished)
             pipe.execute()
         log.info(
             "job submitted",
@@ -165,20 +168,16 @@ class JobService:
         )
         return info, price.seconds
 
-    def _cached(
+    def _cache_key(
         self, spec: JobSpec, data: dict[str, bytes], tenant: str, backend: Backend, result_bytes: int
-    ) -> tuple[str | None, dict[bytes, bytes] | None]:
-        """The job's result-cache key (None where it may not be kept whole) and its cached entry, if any."""
+    ) -> str | None:
+        """The job's result-cache key; None where it may not be kept whole."""
         settings = self.settings
         is_qpu = backend.is_device and backend.name != "wukong72"
         if not cacheable(spec, is_qpu) or result_bytes > settings.result_cache_max_job_bytes:
-            return None, None
+            return None
         calibration = (backend.calibration or {}).get("id", "")
-        digest = job_digest(tenant, backend.name, engine_version(f"calibration={calibration}"), spec, data)
-        cached = self.store.cached_job(tenant, digest, len(spec.tasks))
-        if cached is None:
-            self.store.count_job_cache(hit=False)
-        return digest, cached
+        return job_digest(tenant, backend.name, engine_version(f"calibration={calibration}"), spec, data)
 
     def reap(self) -> int:
         """Re-queue tasks whose worker stopped renewing their lease (killed, stopped, lost); returns how many.

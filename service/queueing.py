@@ -174,26 +174,42 @@ class LeasingQueue(Queue):
         # a lease left by a take that never reached the task function is left to lapse (and be reaped)
         cls.holder.lease = None
         keys, names = [q.key for q in queues], [q.name for q in queues]
+        prefix = queues[0].job_class.redis_job_namespace_prefix
         while True:
-            taken = cls.store.take_task(keys, names, cls.holder_name, cls.lease_s)
+            taken = cls.store.take_task(keys, names, cls.holder_name, cls.lease_s, prefix)
             if taken is None:
                 if timeout is None:
                     return None
                 if not cls.store.wait_bell(names, min(timeout, 1)):
                     raise DequeueTimeout(timeout, keys)
                 continue
-            queue_key, rq_id, cls.holder.lease = taken
+            queue_key, rq_id, cls.holder.lease, raw = taken
             queue = next(q for q in queues if q.key == queue_key)
-            rq_job = queue.fetch_job(rq_id)
-            if rq_job is not None:
-                return rq_job, queue
+            if raw:  # RQ's Queue.fetch_job, from the hash the take brought
+                rq_job = queue.job_class(rq_id, connection=queue.connection, serializer=queue.serializer)
+                rq_job.restore(raw)
+                if rq_job.origin == queue.name:
+                    return rq_job, queue
             cls.store.drop_lease(cls.holder.lease)  # deleted while queued (expired): nothing to run
             cls.holder.lease = None
 
 
+class TaskWorker(SimpleWorker):
+    """RQ's non-forking worker, its heartbeat's two writes in one round trip (RQ sends them one by
+    one when it has no pipeline at hand: twice per task, once on the way to running it)."""
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
+
+
 def make_worker(
     store: Store, backends: list[str], name: str, holder: LeaseHolder | None = None, lease_s: float = 5.0
-) -> SimpleWorker:
+) -> TaskWorker:
     """A warm, non-forking RQ worker on the backends' lane queues, high lane first. With a
     ``holder``, each task is leased as it is taken (LeasingQueue), under the worker's name."""
     queue_class: type[Queue] = Queue
@@ -206,7 +222,7 @@ def make_worker(
         for lane in LANES
         for b in backends
     ]
-    return SimpleWorker(
+    return TaskWorker(
         queues,
         connection=store.redis,
         serializer=JSONSerializer,

@@ -27,6 +27,7 @@ from qfleet_server.devices.wukong72 import Wukong72Backend
 from qfleet_server.result_cache import engine_version
 from qfleet_server.settings import Settings
 from qfleet_server.store import Store, TaskStats
+from qfleet_server.store.cache import CacheWrite
 from qfleet_server.tasks import JobSpec, PubSpec, Segment, pack_segment
 
 from .cache import chunk_digest, pack_chunk, unpack_chunk
@@ -77,6 +78,7 @@ class Runner:
         self._pubs = _LRU(8192)  # (job, pub) -> (program, values, pairs); a task may hold thousands
         self._programs = _LRU(128)  # content hash -> Program
         self._payload: dict[str, bytes | None] = {}  # the running task's prefetched payloads
+        self._whole = False  # whether _payload is the job's whole payload (a field not in it is absent)
         self.cache_version = engine_version(f"calibration={self.device.calibration['id']}")
 
     def warm_up(self) -> None:
@@ -100,7 +102,7 @@ class Runner:
     def _prefetch(self, job_id: str, spec: JobSpec, segments: list[Segment]) -> None:
         """Load the payloads of a task's PUBs in one round trip (a task may hold thousands of small PUBs)."""
         missing = sorted({s.pub for s in segments if (job_id, s.pub) not in self._pubs})
-        if len(missing) < 2:
+        if len(missing) < 2 or self._whole:
             return
         fields = [f"{kind}{i}" for i in missing for kind in "px"]
         fields += sorted({f"c{_ref(spec.pubs[i].circuit, i)}" for i in missing})
@@ -108,8 +110,8 @@ class Runner:
         self._payload = dict(zip(fields, self.store.data(job_id, fields)))
 
     def _data(self, job_id: str, fields: list[str]) -> list[bytes | None]:
-        if all(f in self._payload for f in fields):
-            return [self._payload[f] for f in fields]
+        if self._whole or all(f in self._payload for f in fields):
+            return [self._payload.get(f) for f in fields]
         return self.store.data(job_id, fields)
 
     def _pub(self, job_id: str, i: int, pub: PubSpec) -> tuple[Program, np.ndarray, np.ndarray | None]:
@@ -185,9 +187,10 @@ class Runner:
         raise RuntimeError("no engine could run this block")  # Aer runs every validated circuit
 
     def run(self, job_id: str, task: int) -> int:
-        # one round trip: the job's fields, its spec (unless cached), and the job marked running
-        fields, paused, raw_spec = self.store.begin_task(
-            job_id, ["status", "backend", "tenant", "created_at", "queue"], spec=job_id not in self._specs
+        # one round trip: the job's fields, its spec (unless cached), a one-task job's payload,
+        # and the job marked running
+        fields, paused, raw_spec, payload = self.store.begin_task(
+            job_id, ["status", "backend", "tenant", "created_at", "queue"], spec=job_id not in self._specs, data=True
         )
         status, backend, tenant, created, queue = fields
         if status in (None, "cancelled", "failed", "done"):
@@ -201,6 +204,7 @@ class Runner:
         if spec is None:
             return -1
         started = time.time()
+        self._payload, self._whole = dict(payload or {}), payload is not None
         return self._run(job_id, task, spec, backend or "", tenant or "", started - float(created or started))
 
     def run_leased(self, job_id: str, task: int) -> int:
@@ -310,7 +314,6 @@ class Runner:
         meta: dict[str, Any] = {}
         t0 = time.perf_counter()
         segments = spec.tasks[task]
-        self._payload = {}
         self._prefetch(job_id, spec, segments)
         runs = [self._blocks(job_id, spec, run) for run in self._runs(spec, segments)]
         # The result cache: every chunk's key first, then one lookup for the whole task.
@@ -371,22 +374,16 @@ class Runner:
                     meta[str(j)] = self.device.describe(program, block)
             elif spec.seed is not None and block.shots:
                 meta[str(i)] = {"seed": block.seed}
-        if wanted:  # stored before the task completes: a job submitted once this one is done finds them
-            self.store.record_cache(
-                tenant,
-                computed,
-                hits,
-                len(computed),
-                self.settings.result_cache_ttl_s,
-                self.settings.result_cache_max_share,
-            )
-        self._payload = {}
-        if meta:
-            self.store.set_task_meta(job_id, task, meta)
+        self._payload, self._whole = {}, False
         stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
-        outcome = self.store.complete_task(job_id, task, b"".join(parts), stats)
-        if outcome > 0:
-            self.store.observe_task_seconds(backend, stats.seconds)
+        cache = None
+        if wanted:
+            settings = self.settings
+            cache = CacheWrite(
+                tenant, computed, hits, len(computed), settings.result_cache_ttl_s, settings.result_cache_max_share
+            )
+        # one round trip: the chunks for the cache and the metadata first, then the result
+        outcome = self.store.complete_task(job_id, task, b"".join(parts), stats, meta=meta, cache=cache)
         log.info(
             "task done",
             extra={

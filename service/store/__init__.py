@@ -5,7 +5,7 @@ lifecycle (``jobs``), leases (``leases``), tenants and API keys (``tenants``), s
 a key name.
 """
 
-from .cache import ResultCache
+from .cache import ResultCache, whole
 from .jobs import JobRecords
 from .keys import (
     EVENTS_CHANNEL,
@@ -23,7 +23,7 @@ from .keys import (
 )
 from .leases import Leases
 from .stats import Statistics, TaskStats
-from .tenants import ApiKey, Tenants
+from .tenants import ApiKey, Reads, Tenants
 
 
 class Store(JobRecords, Leases, Tenants, Statistics, ResultCache):
@@ -38,6 +38,7 @@ __all__ = [
     "REDIS_OUTAGES",
     "TASK_SECONDS_BUCKETS",
     "ApiKey",
+    "Reads",
     "Keys",
     "Store",
     "TaskStats",
@@ -46,4 +47,5 @@ __all__ = [
     "hash_api_key",
     "histogram_bucket",
     "usage_hour",
+    "whole",
 ]

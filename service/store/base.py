@@ -9,6 +9,9 @@ from redis import Redis
 from . import scripts
 from .keys import JOB_TTL_S, Keys
 
+if TYPE_CHECKING:
+    from .cache import CacheWrite
+
 
 class StoreBase:
     """The connection (binary-safe), the key names and the scripts; the parts of :class:`Store` add methods."""
@@ -17,14 +20,12 @@ class StoreBase:
         self.redis = redis
         self.keys = Keys(prefix)
         self.ttl_s = ttl_s
-        self._complete = redis.register_script(scripts.COMPLETE_TASK)
         self._started = redis.register_script(scripts.MARK_STARTED)
         self._finish = redis.register_script(scripts.FINISH)
         self._rate = redis.register_script(scripts.RATE)
         self._reopen = redis.register_script(scripts.REOPEN)
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._take = redis.register_script(scripts.TAKE)
-        self._fair_put = redis.register_script(scripts.FAIR_PUT)
         self._claim = redis.register_script(scripts.CLAIM)
         self._inflight = redis.register_script(scripts.INFLIGHT)
         self._begin = redis.register_script(scripts.BEGIN_TASK)
@@ -34,6 +35,8 @@ class StoreBase:
         def job(self, job_id: str) -> dict[str, str] | None: ...
 
         def api_keys(self) -> dict[str, Any]: ...
+
+        def queue_cache_writes(self, pipe: Any, write: CacheWrite) -> int: ...
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

@@ -11,11 +11,29 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from .base import StoreBase
 
 CACHE_COUNTERS = ("result_cache_hits", "result_cache_misses", "result_cache_stored_bytes")
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    """What a task leaves in the chunk cache: its computed chunks by digest, and its hits and misses."""
+
+    tenant: str
+    chunks: dict[str, bytes]
+    hits: int
+    misses: int
+    ttl_s: int
+    max_share: float
+
+
+def whole(entry: dict[bytes, bytes], tasks: int) -> dict[bytes, bytes] | None:
+    """A whole-job cache entry if it holds all ``tasks`` result slices, else None."""
+    return entry if entry and sum(1 for f in entry if f.startswith(b"r")) == tasks else None
 
 
 class ResultCache(StoreBase):
@@ -27,35 +45,29 @@ class ResultCache(StoreBase):
             return []
         return self.redis.mget([self.keys.result_cache(tenant, d) for d in digests])  # type: ignore[return-value]
 
-    def record_cache(
-        self, tenant: str, chunks: dict[str, bytes], hits: int, misses: int, ttl_s: int, max_share: float
-    ) -> int:
-        """Count a task's hits and misses, and store its computed chunks for ``ttl_s``; returns the
-        bytes stored. Nothing is stored while Redis is past ``max_share`` of its maxmemory: the cache
-        never takes the room admission keeps for jobs (it refuses them past ``storage_headroom``),
-        and what it holds expires by its TTL."""
+    def queue_cache_writes(self, pipe: Any, write: CacheWrite) -> int:
+        """Into ``pipe``: count a task's hits and misses, and store its computed chunks for the
+        TTL; returns the bytes stored. Nothing is stored while Redis is past ``max_share`` of its
+        maxmemory: the cache never takes the room admission keeps for jobs (it refuses them past
+        ``storage_headroom``), and what it holds expires by its TTL."""
+        chunks = write.chunks
         size = sum(len(v) for v in chunks.values())
-        if not (chunks and ttl_s > 0 and self._cache_room(size, max_share)):
+        if not (chunks and write.ttl_s > 0 and self._cache_room(size, write.max_share)):
             chunks, size = {}, 0
-        pipe = self.redis.pipeline(transaction=False)
         for digest, value in chunks.items():
-            pipe.set(self.keys.result_cache(tenant, digest), value, ex=ttl_s)
-        for name, count in zip(CACHE_COUNTERS, (hits, misses, size)):
+            pipe.set(self.keys.result_cache(write.tenant, digest), value, ex=write.ttl_s)
+        for name, count in zip(CACHE_COUNTERS, (write.hits, write.misses, size)):
             if count:
                 pipe.hincrby(self.keys.counters, name, count)
-        if len(pipe):
-            pipe.execute()
         return size
 
     def cached_job(self, tenant: str, digest: str, tasks: int) -> dict[bytes, bytes] | None:
         """A whole job's cached entry, if it holds all ``tasks`` result slices."""
-        entry: dict[bytes, bytes] = self.redis.hgetall(self.keys.job_cache(tenant, digest))  # type: ignore[assignment]
-        if sum(1 for f in entry if f.startswith(b"r")) != tasks:
-            return None
-        return entry
+        return whole(self.redis.hgetall(self.keys.job_cache(tenant, digest)), tasks)  # type: ignore[arg-type]
 
-    def count_job_cache(self, hit: bool) -> None:
-        self.redis.hincrby(self.keys.counters, "result_cache_job_hits" if hit else "result_cache_job_misses", 1)
+    def count_job_cache_miss(self, pipe: Any) -> None:
+        """In the submission's transaction: a cacheable job the cache did not hold."""
+        pipe.hincrby(self.keys.counters, "result_cache_job_misses", 1)
 
     def mark_cacheable(self, job_id: str, digest: str, pipe: Any) -> None:
         """Note a new job's cache key: its results are kept under it when first read."""

@@ -6,7 +6,9 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import scripts
 from .base import StoreBase
+from .cache import CacheWrite
 from .keys import (
     histogram_bucket,
     usage_hour,
@@ -81,17 +83,22 @@ class JobRecords(StoreBase):
         values = self.redis.hmget(self.keys.job(job_id), names)
         return [None if v is None else v.decode() for v in values]  # type: ignore[union-attr]
 
-    def begin_task(self, job_id: str, names: list[str], spec: bool = True) -> tuple[list[str | None], bool, str | None]:
+    def begin_task(
+        self, job_id: str, names: list[str], spec: bool = True, data: bool = False
+    ) -> tuple[list[str | None], bool, str | None, dict[str, bytes] | None]:
         """What a worker does before a task, in one round trip: read the job's named fields,
-        whether its backend is paused, and (if asked) its spec as JSON; and mark a queued job
-        running, unless its backend is paused."""
-        fields, paused, raw = self._begin(
-            keys=[self.keys.job(job_id), self.keys.paused], args=[repr(time.time()), int(spec), *names]
+        whether its backend is paused, (if asked) its spec as JSON and, for a job of one task,
+        its whole payload (``data``: that task needs all of it); and mark a queued job running,
+        unless its backend is paused."""
+        fields, paused, raw, payload = self._begin(
+            keys=[self.keys.job(job_id), self.keys.paused, self.keys.job_data(job_id)],
+            args=[repr(time.time()), int(spec), int(data), *names],
         )
         return (
             [None if v is None else v.decode() for v in fields],
             bool(paused),
             raw.decode() if raw else None,
+            {payload[i].decode(): payload[i + 1] for i in range(0, len(payload), 2)} if payload else None,
         )
 
     def spec(self, job_id: str) -> JobSpec | None:
@@ -155,10 +162,20 @@ class JobRecords(StoreBase):
     def mark_started(self, job_id: str) -> None:
         self._started(keys=[self.keys.job(job_id)], args=[repr(time.time())])
 
-    def complete_task(self, job_id: str, task: int, result: bytes, stats: TaskStats | None = None) -> int:
+    def complete_task(
+        self,
+        job_id: str,
+        task: int,
+        result: bytes,
+        stats: TaskStats | None = None,
+        meta: dict[str, Any] | None = None,
+        cache: CacheWrite | None = None,
+    ) -> int:
         """Store a task's result; -1 dropped (job final), 0 duplicate, 1 counted, 2 job done.
 
-        ``stats`` feed /metrics, the dashboard's charts and tenant usage, once per distinct task.
+        In the same round trip, first its metadata (``meta``) and its chunks for the result
+        cache (``cache``): a job submitted once this one is done finds them. ``stats`` feed
+        /metrics, the dashboard's charts and tenant usage, once per distinct task.
         """
         k = self.keys
         s = stats or TaskStats()
@@ -175,41 +192,41 @@ class JobRecords(StoreBase):
                 "circuits": s.circuits,
             }
         )
-        return int(
-            self._complete(
-                keys=[
-                    k.job(job_id),
-                    k.job_done(job_id),
-                    k.job_results(job_id),
-                    k.counters,
-                    k.circuits,
-                    k.task_seconds,
-                    k.recent_tasks,
-                    k.usage(s.tenant),
-                ],
-                args=[
-                    task,
-                    result,
-                    self.ttl_s,
-                    repr(now),
-                    k.events,
-                    job_id,
-                    s.circuits,
-                    f"{s.backend}|{s.tenant}",
-                    histogram_bucket(s.seconds),
-                    repr(s.seconds),
-                    record,
-                    usage_hour(now),
-                ],
-            )
-        )
-
-    def set_task_meta(self, job_id: str, task: int, meta: dict[str, Any]) -> None:
-        key = self.keys.job_meta(job_id)
-        pipe = self.redis.pipeline()
-        pipe.hset(key, str(task), json.dumps(meta))
-        pipe.expire(key, self.ttl_s)
-        pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        if cache is not None:
+            self.queue_cache_writes(pipe, cache)
+        if meta:
+            pipe.hset(k.job_meta(job_id), str(task), json.dumps(meta))
+            pipe.expire(k.job_meta(job_id), self.ttl_s)
+        keys = [
+            k.job(job_id),
+            k.job_done(job_id),
+            k.job_results(job_id),
+            k.counters,
+            k.circuits,
+            k.task_seconds,
+            k.recent_tasks,
+            k.usage(s.tenant),
+            k.task_seconds_by_backend,
+        ]
+        args: list[Any] = [
+            task,
+            result,
+            self.ttl_s,
+            repr(now),
+            k.events,
+            job_id,
+            s.circuits,
+            f"{s.backend}|{s.tenant}",
+            histogram_bucket(s.seconds),
+            repr(s.seconds),
+            record,
+            usage_hour(now),
+            s.backend,
+        ]
+        # EVAL, not the registered script: a pipeline would first ask whether it is loaded
+        pipe.eval(scripts.COMPLETE_TASK, len(keys), *keys, *args)
+        return int(pipe.execute()[-1])
 
     def task_meta(self, job_id: str) -> dict[int, dict[str, Any]]:
         raw = self.redis.hgetall(self.keys.job_meta(job_id))

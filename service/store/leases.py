@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Any
 
+from . import scripts
 from .base import StoreBase
 
 # The least a task is charged: every task costs a worker a round trip, however small its circuit.
@@ -18,22 +19,25 @@ class Leases(StoreBase):
     # while it holds the task, and dropped when the task ends. One that lapses means the worker
     # died or stalled with the task: the API's reaper puts the task back.
     def take_task(
-        self, queue_keys: list[str], queue_names: list[str], holder: str, seconds: float
-    ) -> tuple[str, str, str] | None:
+        self, queue_keys: list[str], queue_names: list[str], holder: str, seconds: float, job_prefix: str = "rq:job:"
+    ) -> tuple[str, str, str, dict[bytes, bytes]] | None:
         """Take a task of the first non-empty queue and lease it atomically: within a queue, the
         next task of the tenant served the fewest estimated seconds so far (see scripts.TAKE).
 
-        Returns (queue key, RQ job id, lease), or None when every queue is empty."""
+        Returns (queue key, RQ job id, lease, the RQ job's hash under ``job_prefix``: empty if it
+        is gone), or None when every queue is empty."""
         keys: list[str] = [self.keys.leases]
         for key, name in zip(queue_keys, queue_names):
             keys += [key, self.keys.bell(name), self.keys.fair_tenants(name)]
             keys += [self.keys.fair_state(name), self.keys.fair_cost(name)]
         prefixes = [self.keys.fair_tasks_prefix(name) for name in queue_names]
-        got = self._take(keys=keys, args=[time.time() + seconds, holder, len(queue_keys), *prefixes])
+        got = self._take(keys=keys, args=[time.time() + seconds, holder, len(queue_keys), *prefixes, job_prefix])
         if not got:
             return None
-        queue_key, rq_id = (v.decode() if isinstance(v, bytes) else v for v in got)
-        return queue_key, rq_id, f"{rq_id}|{holder}"
+        queue_key, rq_id = (v.decode() if isinstance(v, bytes) else v for v in got[:2])
+        flat = got[2] or []
+        job = flat if isinstance(flat, dict) else {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+        return queue_key, rq_id, f"{rq_id}|{holder}", job
 
     def fair_put(self, pipe: Any, queue_name: str, tenant: str, tasks: list[tuple[str, float]]) -> None:
         """In the enqueueing pipeline: RQ job ids just put on a lane's queue list join their
@@ -45,7 +49,8 @@ class Leases(StoreBase):
         args: list[Any] = [tenant]
         for rq_id, task_s in tasks:
             args += [rq_id, repr(max(float(task_s), MIN_TASK_S))]
-        self._fair_put(keys=keys, args=args, client=pipe)
+        # EVAL, not the registered script: a pipeline would first ask whether it is loaded (a round trip)
+        pipe.eval(scripts.FAIR_PUT, len(keys), *keys, *args)
 
     def fair_forget(self, queue_name: str, rq_ids: list[str]) -> None:
         """Tasks taken off a queue list (a cancelled job's): their sub-queue entries are skipped."""

@@ -32,6 +32,10 @@ redis.call('HINCRBY', KEYS[5], ARGV[8], ARGV[7])
 redis.call('HINCRBY', KEYS[6], ARGV[9], 1)
 redis.call('HINCRBY', KEYS[6], 'count', 1)
 redis.call('HINCRBYFLOAT', KEYS[6], 'sum', ARGV[10])
+-- KEYS[9]: the same histogram by backend (ARGV[13])
+redis.call('HINCRBY', KEYS[9], ARGV[13] .. '|' .. ARGV[9], 1)
+redis.call('HINCRBY', KEYS[9], ARGV[13] .. '|count', 1)
+redis.call('HINCRBYFLOAT', KEYS[9], ARGV[13] .. '|sum', ARGV[10])
 redis.call('LPUSH', KEYS[7], ARGV[11])
 redis.call('LTRIM', KEYS[7], 0, 4999)
 redis.call('HINCRBY', KEYS[8], ARGV[12] .. '|circuits', ARGV[7])
@@ -55,7 +59,8 @@ return 1
 # RQ's list that is in no tenant's sub-queue was put back by RQ itself (a retry): it goes first
 # when it sits at either end of the list, and at the latest when no sub-queue has tasks left.
 # KEYS: leases, then per lane (queue list, bell, tenants, state, cost); ARGV: lease deadline,
-# holder, n lanes, then per lane the key prefix of its tenants' sub-queues.
+# holder, n lanes, then per lane the key prefix of its tenants' sub-queues, then the key prefix
+# of RQ's job hashes: the taken task's hash comes back with it (the worker needs no second read).
 TAKE = """
 local n = tonumber(ARGV[3])
 for i = 1, n do
@@ -97,7 +102,7 @@ for i = 1, n do
     redis.call('HDEL', cost, id)
     redis.call('LPOP', bell)
     redis.call('ZADD', KEYS[1], ARGV[1], id .. '|' .. ARGV[2])
-    return {queue, id}
+    return {queue, id, redis.call('HGETALL', ARGV[4 + n] .. id)}
   end
 end
 for i = 1, n do redis.call('DEL', KEYS[1 + (i - 1) * 5 + 2]) end
@@ -200,12 +205,13 @@ end
 return {jobs, tasks, finished}
 """
 
-# What a worker does before a task, in one step: read the job's fields (ARGV[3..]), whether
-# its backend is paused (KEYS[2]) and, if ARGV[2] is '1', its spec; mark a queued job running
-# at ARGV[1] unless its backend is paused (the task then goes back to its queue).
+# What a worker does before a task, in one step: read the job's fields (ARGV[4..]), whether
+# its backend is paused (KEYS[2]) and, if ARGV[2] is '1', its spec; if ARGV[3] is '1' and the
+# job has one task, its whole payload (KEYS[3]: that task needs all of it); mark a queued job
+# running at ARGV[1] unless its backend is paused (the task then goes back to its queue).
 BEGIN_TASK = """
 local names = {}
-for i = 3, #ARGV do names[#names + 1] = ARGV[i] end
+for i = 4, #ARGV do names[#names + 1] = ARGV[i] end
 local fields = redis.call('HMGET', KEYS[1], unpack(names))
 local status, backend = redis.call('HGET', KEYS[1], 'status'), redis.call('HGET', KEYS[1], 'backend')
 local paused = backend and redis.call('SISMEMBER', KEYS[2], backend) or 0
@@ -214,5 +220,10 @@ if status == 'queued' and paused == 0 then
 end
 local spec = false
 if ARGV[2] == '1' then spec = redis.call('HGET', KEYS[1], 'spec') end
-return {fields, paused, spec}
+local data = false
+if ARGV[3] == '1' and (status == 'queued' or status == 'running') and paused == 0
+    and redis.call('HGET', KEYS[1], 'tasks_total') == '1' then
+  data = redis.call('HGETALL', KEYS[3])
+end
+return {fields, paused, spec, data}
 """

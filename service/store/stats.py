@@ -8,9 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import StoreBase
-from .keys import (
-    histogram_bucket,
-)
 
 
 @dataclass(frozen=True)
@@ -98,14 +95,6 @@ class Statistics(StoreBase):
             backend, tenant, reason = field.decode().split("|", 2)  # type: ignore[union-attr]
             out[(backend, tenant, reason)] = int(value)
         return out
-
-    def observe_task_seconds(self, backend: str, seconds: float) -> None:
-        key = self.keys.task_seconds_by_backend
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(key, f"{backend}|{histogram_bucket(seconds)}", 1)
-        pipe.hincrby(key, f"{backend}|count", 1)
-        pipe.hincrbyfloat(key, f"{backend}|sum", seconds)
-        pipe.execute()
 
     def task_seconds_by_backend(self) -> dict[str, dict[str, float]]:
         """backend -> {le bound or "sum"/"count": value}."""

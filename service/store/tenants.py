@@ -23,6 +23,18 @@ class ApiKey:
     created_at: float
 
 
+@dataclass(frozen=True)
+class Reads:
+    """What :meth:`Tenants.before_create` found: in-flight jobs and tasks, the final ids among
+    them, whether the idempotency key is now this job's, and the whole-job cache entry ({} if none)."""
+
+    jobs: int
+    tasks: int
+    finished: list[str]
+    claimed: bool
+    cache_entry: dict[bytes, bytes]
+
+
 class Tenants(StoreBase):
     def admit(self, tenant: str, per_second: float, burst: int) -> tuple[float, list[str]]:
         """The rate limiter's wait for one more submission (0: go ahead) and the ids of the
@@ -33,6 +45,39 @@ class Tenants(StoreBase):
         pipe.smembers(self.keys.tenant_inflight(tenant))
         wait, members = pipe.execute()
         return float(wait), [j.decode() for j in members]
+
+    def before_create(
+        self,
+        tenant: str,
+        job_ids: list[str],
+        job_id: str,
+        idempotency_key: str | None,
+        cache_key: str | None,
+    ) -> Reads:
+        """What a submission reads once it is planned, in one round trip: the tenant's in-flight
+        work (``job_ids`` from :meth:`admit`), a claim of ``idempotency_key`` for ``job_id``, and
+        the whole-job cache entry under ``cache_key``. A key already bound needs
+        :meth:`claim_idempotency`'s second look; a refused submission leaves its claim bound to
+        a job never created, which a retry takes over."""
+        pipe = self.redis.pipeline(transaction=False)
+        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.job_done(j))]
+        if job_ids:
+            pipe.eval(scripts.INFLIGHT, len(keys), *keys, *job_ids)
+        if idempotency_key:
+            pipe.set(self.keys.idempotency(tenant, idempotency_key), job_id, nx=True, ex=IDEMPOTENCY_TTL_S)
+        if cache_key:
+            pipe.hgetall(self.keys.job_cache(tenant, cache_key))
+        replies = iter(pipe.execute()) if len(pipe) else iter(())
+        jobs, tasks, gone = next(replies) if job_ids else (0, 0, [])
+        claimed = bool(next(replies)) if idempotency_key else True
+        entry = next(replies) if cache_key else {}
+        return Reads(
+            jobs=int(jobs),
+            tasks=int(tasks),
+            finished=[j.decode() if isinstance(j, bytes) else j for j in gone],
+            claimed=claimed,
+            cache_entry=entry,
+        )
 
     def prune_inflight(self, pipe: Any, tenant: str, finished: list[str]) -> None:
         """Drop final jobs from the tenant's in-flight set, within the caller's pipeline."""

@@ -41,8 +41,9 @@ def test_a_task_is_leased_in_the_step_that_takes_it(clean_redis: str) -> None:
     rq_keys = [Queue(q, connection=jobs.store.redis).key for q in lanes]
     taken = jobs.store.take_task(rq_keys, lanes, "w1", 5.0)
     assert taken is not None
-    queue_key, rq_id, lease = taken
+    queue_key, rq_id, lease, rq_hash = taken
     assert (queue_key, rq_id) == (rq_keys[1], "jnorm_t0")  # first non-empty lane, oldest task first
+    assert rq_hash == jobs.store.redis.hgetall(f"rq:job:{rq_id}") and rq_hash[b"status"] == b"queued"  # RQ's own record
     assert lease == "jnorm_t0|w1" and set(jobs.store.leases()) == {lease}  # no instant without a lease
     assert jobs.store.lease_task(lease) == ("jnorm", 0)
     assert jobs.store.redis.llen(keys.bell(lanes[1])) == 1  # one bell token per task still queued
@@ -57,7 +58,7 @@ def test_a_worker_dead_right_after_the_take_loses_nothing(clean_redis: str) -> N
     lane = jobs.store.keys.queue("aer", "normal")
     make_job(jobs, "j1", 2, lane)
     rq_key = Queue(lane, connection=jobs.store.redis).key
-    _, rq_id, lease = jobs.store.take_task([rq_key], [lane], "doomed", jobs.settings.lease_s)  # type: ignore[misc]
+    _, rq_id, lease, _ = jobs.store.take_task([rq_key], [lane], "doomed", jobs.settings.lease_s)  # type: ignore[misc]
     assert queued(jobs, lane) == ["j1_t1"]  # the task is in no queue now: only its lease remembers it
     assert jobs.reap() == 0  # not lapsed yet
     time.sleep(jobs.settings.lease_s + 0.05)
@@ -75,7 +76,7 @@ def test_a_reaper_that_stops_between_claim_and_requeue_loses_nothing(clean_redis
     lane = jobs.store.keys.queue("aer", "normal")
     make_job(jobs, "j6", 1, lane)
     rq_key = Queue(lane, connection=jobs.store.redis).key
-    _, _, lease = jobs.store.take_task([rq_key], [lane], "doomed", jobs.settings.lease_s)  # type: ignore[misc]
+    _, _, lease, _ = jobs.store.take_task([rq_key], [lane], "doomed", jobs.settings.lease_s)  # type: ignore[misc]
     time.sleep(jobs.settings.lease_s + 0.05)
     claim = jobs.store.claim_expired(lease, jobs.settings.lease_s)  # a reaper that dies right here
     assert claim is not None and jobs.store.claim_expired(lease, jobs.settings.lease_s) is None
@@ -90,7 +91,7 @@ def test_a_renewed_lease_is_not_reaped_and_a_claimed_one_is_not_revived(clean_re
     lane = jobs.store.keys.queue("aer", "normal")
     make_job(jobs, "j2", 1, lane)
     rq_key = Queue(lane, connection=jobs.store.redis).key
-    _, _, lease = jobs.store.take_task([rq_key], [lane], "w", jobs.settings.lease_s)  # type: ignore[misc]
+    _, _, lease, _ = jobs.store.take_task([rq_key], [lane], "w", jobs.settings.lease_s)  # type: ignore[misc]
     for _ in range(4):
         time.sleep(jobs.settings.lease_s / 3)
         assert jobs.store.renew_lease(lease, jobs.settings.lease_s)
@@ -106,9 +107,9 @@ def test_finished_tasks_and_final_jobs_are_not_requeued(clean_redis: str) -> Non
     lane = jobs.store.keys.queue("aer", "normal")
     make_job(jobs, "j3", 2, lane)
     rq_key = Queue(lane, connection=jobs.store.redis).key
-    _, _, done_lease = jobs.store.take_task([rq_key], [lane], "w", jobs.settings.lease_s)  # type: ignore[misc]
+    _, _, done_lease, _ = jobs.store.take_task([rq_key], [lane], "w", jobs.settings.lease_s)  # type: ignore[misc]
     jobs.store.complete_task("j3", 0, b"slice")  # stored, then the worker died before dropping its lease
-    _, _, other = jobs.store.take_task([rq_key], [lane], "w", jobs.settings.lease_s)  # type: ignore[misc]
+    _, _, other, _ = jobs.store.take_task([rq_key], [lane], "w", jobs.settings.lease_s)  # type: ignore[misc]
     jobs.store.finish("j3", "cancelled")
     time.sleep(jobs.settings.lease_s + 0.05)
     assert jobs.reap() == 0

@@ -13,7 +13,8 @@ from redis import Redis
 
 from qfleet_server.errors import RateLimited
 from qfleet_server.guards import TenantTurns
-from qfleet_server.store import Store, connect_async
+from qfleet_server.store import Reads, Store, TaskStats, connect_async, whole
+from qfleet_server.store.cache import CacheWrite
 from qfleet_server.store.reads import AsyncReads
 from qfleet_server.tasks import JobSpec
 
@@ -27,12 +28,13 @@ def make_job(store: Store, job_id: str, tasks: int, tenant: str = "t") -> None:
 def test_begin_task_reads_the_job_and_marks_it_running_once(clean_redis: str) -> None:
     store = Store(Redis.from_url(clean_redis))
     make_job(store, "j1", 2)
-    fields, paused, spec = store.begin_task("j1", FIELDS)
+    fields, paused, spec, payload = store.begin_task("j1", FIELDS, data=True)
+    assert payload is None  # two tasks: each reads only its own part of the payload
     assert fields == ["queued", "aer", "t"]  # as it was before this step
     assert not paused and spec is not None and JobSpec.from_json(spec).tasks == [[], []]
     assert store.job_field("j1", "status") == "running" and store.job_field("j1", "started_at")
     started = store.job_field("j1", "started_at")
-    fields, _, spec = store.begin_task("j1", FIELDS, spec=False)
+    fields, _, spec, _ = store.begin_task("j1", FIELDS, spec=False)
     assert fields[0] == "running" and spec is None
     assert store.job_field("j1", "started_at") == started  # the second task does not move it
 
@@ -41,10 +43,21 @@ def test_begin_task_leaves_a_job_of_a_paused_backend_queued(clean_redis: str) ->
     store = Store(Redis.from_url(clean_redis))
     make_job(store, "j2", 1)
     store.set_paused("aer", True)
-    fields, paused, _ = store.begin_task("j2", FIELDS)
+    fields, paused, _, payload = store.begin_task("j2", FIELDS, data=True)
     assert paused and fields[0] == "queued" and store.job_field("j2", "status") == "queued"
-    fields, paused, spec = store.begin_task("gone", FIELDS)
-    assert fields == [None, None, None] and not paused and spec is None
+    assert payload is None  # the task goes back to its queue
+    fields, paused, spec, payload = store.begin_task("gone", FIELDS, data=True)
+    assert fields == [None, None, None] and not paused and spec is None and payload is None
+
+
+def test_begin_task_brings_a_one_task_jobs_whole_payload(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    make_job(store, "j4", 1)
+    assert store.begin_task("j4", FIELDS)[3] is None  # not asked
+    fields, _, _, payload = store.begin_task("j4", FIELDS, data=True)
+    assert fields[0] == "running" and payload == {"c0": b"x"}
+    store.finish("j4", "cancelled")
+    assert store.begin_task("j4", FIELDS, data=True)[3] is None  # nothing to run
 
 
 def test_inflight_sums_open_jobs_and_names_the_final_ones(clean_redis: str) -> None:
@@ -65,14 +78,47 @@ def test_inflight_sums_open_jobs_and_names_the_final_ones(clean_redis: str) -> N
     assert store.inflight("ten") == (2, 4, [])
 
 
+def test_before_create_reads_inflight_claims_the_key_and_finds_the_cached_job(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    for job_id, tasks in (("a", 3), ("c", 1)):
+        make_job(store, job_id, tasks, tenant="ten")
+    store.complete_task("c", 0, b"r")
+    _, ids = store.admit("ten", 1000.0, 10)
+    first = store.before_create("ten", ids, "new1", "key-1", "digest-1")
+    assert (first.jobs, first.tasks, first.finished) == store.inflight("ten", ids, prune=False) == (1, 3, ["c"])
+    assert first.claimed and first.cache_entry == {}
+    again = store.before_create("ten", ids, "new2", "key-1", None)  # the key is taken: claim_idempotency decides
+    assert not again.claimed and again.cache_entry == {}
+    assert store.claim_idempotency("ten", "key-1", "new2") is None  # bound to a job never created: taken over
+    store.redis.hset(store.keys.job_cache("ten", "digest-1"), mapping={"r0": b"x", "m0": b"{}"})
+    entry = store.before_create("ten", [], "new3", None, "digest-1").cache_entry
+    assert whole(entry, 1) == {b"r0": b"x", b"m0": b"{}"} and whole(entry, 2) is None
+    assert store.before_create("other", [], "new4", "key-1", "digest-1") == Reads(0, 0, [], True, {})
+
+
+def test_complete_task_writes_cache_chunks_and_meta_with_the_result(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    make_job(store, "j5", 1)
+    chunks = {"d1": b"chunk"}
+    cache = CacheWrite("t", chunks, hits=2, misses=1, ttl_s=60, max_share=0.9)
+    stats = TaskStats("aer", "t", 0.002, 0.001, 1)
+    assert store.complete_task("j5", 0, b"slice", stats, meta={"0": {"seed": 1}}, cache=cache) == 2
+    assert store.cached_chunks("t", ["d1", "d2"]) == [b"chunk", None]
+    assert store.task_meta("j5") == {0: {"0": {"seed": 1}}} and store.results("j5") == {0: b"slice"}
+    counters = store.redis.hgetall(store.keys.counters)
+    assert counters[b"result_cache_hits"] == b"2" and counters[b"result_cache_misses"] == b"1"
+    assert store.task_seconds_by_backend()["aer"]["count"] == 1.0  # the by-backend histogram, in the same step
+    assert store.complete_task("j5", 0, b"late", stats) == 0  # a duplicate is not counted again
+    assert store.task_seconds_by_backend()["aer"]["count"] == 1.0
+
+
 def test_the_event_loop_reads_a_done_job_in_one_go(clean_redis: str) -> None:
     from qfleet_server.settings import Settings
 
     store = Store(Redis.from_url(clean_redis))
     make_job(store, "j3", 1)
     store.add_api_key("qf_test_key", tenant="t", role="user")
-    store.set_task_meta("j3", 0, {"0": {"engine": "x"}})
-    store.complete_task("j3", 0, b"slice")
+    store.complete_task("j3", 0, b"slice", meta={"0": {"engine": "x"}})
 
     async def read() -> tuple[object, ...]:
         reads = AsyncReads(connect_async(Settings(redis_url=clean_redis)))
