@@ -56,6 +56,20 @@ def test_pauli_transfer_matrices_follow_qiskit() -> None:
     np.testing.assert_allclose(density.ptm(RZGate(0.3), 1)[0], [1, 0, 0, 0], atol=1e-15)  # trace preserving
 
 
+@pytest.mark.parametrize("k", [0, 1, 3, 4, 6])
+def test_a_run_expanded_in_its_angles_equals_its_product(k: int) -> None:
+    """A run's PTMs from its expansion in cos and sin (k ≤ 4), or multiplied out (k > 4)."""
+    rng = np.random.default_rng()
+    run: density.Run = [rng.normal(size=(4, 4))]
+    for j in rng.permutation(k):
+        run += [int(j), rng.normal(size=(4, 4))]
+    angles = rng.uniform(-4, 4, (5, max(k, 1)))
+    want = np.broadcast_to(np.eye(4), (5, 4, 4))
+    for item in run:
+        want = item @ want if isinstance(item, np.ndarray) else density.rz_ptms(angles[:, item]) @ want
+    np.testing.assert_allclose(density.Form(run).ptms(angles), want, atol=1e-12)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_final_state_equals_aers_density_matrix_on_the_noise_model(engine: DeviceEngine, seed: int) -> None:
     """Random circuits transpiled onto the device and compacted, fresh random parameters: the

@@ -115,9 +115,9 @@ class Compiled:
 
     num_qubits: int
     num_parameters: int
-    lead: list[Run]
-    steps: list[tuple[int, Run] | _TwoQubit]
-    tail: list[Run]
+    lead: list[Form]
+    steps: list[tuple[int, Form] | _TwoQubit]
+    tail: list[Form]
     angle_weights: np.ndarray  # (P, m): the m RZ angles are values @ weights + offsets
     angle_offsets: np.ndarray
     plans: dict[tuple[str, ...], list[Plan]] = field(default_factory=dict)  # per set of Pauli labels
@@ -157,9 +157,17 @@ def compile_circuit(circuit: QuantumCircuit, channels: Channels) -> Compiled:
         qubits = [circuit.find_bit(q).index for q in inst.qubits]
         if name == "rz":
             offset, weight = _affine(inst.operation.params[0], parameters)
-            pending[qubits[0]].append(len(offsets))
-            offsets.append(offset)
-            weights.append(weight)
+            run = pending[qubits[0]]
+            if not weight:  # a fixed angle: a fixed PTM, multiplied into its neighbours
+                run.append(rz_ptms(np.array(offset)))
+            elif run and not isinstance(run[-1], np.ndarray):  # RZ(a) RZ(b) = RZ(a + b): fewer angles a run
+                j = run[-1]
+                offsets[j] += offset
+                weights[j] = {i: weights[j].get(i, 0.0) + weight.get(i, 0.0) for i in weights[j].keys() | weight.keys()}
+            else:
+                run.append(len(offsets))
+                offsets.append(offset)
+                weights.append(weight)
         elif name in ("sx", "x"):
             q = qubits[0]
             pending[q].append(sx if name == "sx" else x)
@@ -186,9 +194,9 @@ def compile_circuit(circuit: QuantumCircuit, channels: Channels) -> Compiled:
     return Compiled(
         n,
         len(parameters),
-        [_fold(run if run is not None else pending[q]) for q, run in enumerate(lead)],
-        [step if isinstance(step, _TwoQubit) else (step[0], _fold(step[1])) for step in steps],
-        [_fold(pending[q]) if lead[q] is not None else [] for q in range(n)],
+        [Form(_fold(run if run is not None else pending[q])) for q, run in enumerate(lead)],
+        [step if isinstance(step, _TwoQubit) else (step[0], Form(_fold(step[1]))) for step in steps],
+        [Form(_fold(pending[q]) if lead[q] is not None else []) for q in range(n)],
         table,
         np.array(offsets),
     )
@@ -224,6 +232,44 @@ def run_ptms(run: Run, angles: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+# RZ(θ)'s PTM is E0 + cos θ·E1 + sin θ·E2
+_RZ_TERMS = np.zeros((3, 4, 4))
+_RZ_TERMS[0, 0, 0] = _RZ_TERMS[0, 3, 3] = _RZ_TERMS[1, 1, 1] = _RZ_TERMS[1, 2, 2] = _RZ_TERMS[2, 2, 1] = 1.0
+_RZ_TERMS[2, 1, 2] = -1.0
+
+
+class Form:
+    """A run's PTM as a polynomial in the cosines and sines of its k RZ angles, expanded once:
+    Σ_e Π_j t_(e_j)(θ_j) M_e over e in {1, cos, sin}^k, so the PTMs of B sets take one matmul."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.indices = [item for item in run if not isinstance(item, np.ndarray)]
+        self.expanded = len(self.indices) <= 4  # 3^k terms
+        terms = np.eye(4)[None]
+        if self.expanded:
+            for item in run:
+                if isinstance(item, np.ndarray):
+                    terms = item @ terms
+                else:  # the new factor's index varies fastest
+                    terms = np.einsum("eij,tjk->teik", _RZ_TERMS, terms).reshape(-1, 4, 4)
+        self.terms = terms.reshape(len(terms), 16)
+        self.empty = not run
+
+    def ptms(self, angles: np.ndarray) -> np.ndarray:
+        """(B, 4, 4) from the (B, m) RZ angles."""
+        if not self.expanded:
+            return run_ptms(self.run, angles)
+        B = len(angles)
+        weights = np.ones((B, 1))
+        if self.indices:
+            theta = angles[:, self.indices]
+            trig = np.stack([np.ones_like(theta), np.cos(theta), np.sin(theta)], axis=-1)  # (B, k, 3)
+            for j in reversed(range(len(self.indices))):  # as in the terms: the last angle's varies fastest
+                weights = (trig[:, j, :, None] * weights[:, None, :]).reshape(B, -1)
+        return (weights @ self.terms).reshape(B, 4, 4)
+
+
 @dataclass
 class Group:
     """One measurement setting: the qubits measured, each one's basis change as a run, and
@@ -232,6 +278,7 @@ class Group:
     measured: list[int]
     basis: dict[int, Run]
     paulis: list[str]  # labels, qiskit order (qubit 0 rightmost)
+    signs: np.ndarray | None = None  # (2^m, len(paulis)): each Pauli's value on each outcome, once computed
 
 
 def measurement_group(circuit: QuantumCircuit, paulis: Sequence[str], channels: Channels) -> Group:
@@ -269,7 +316,7 @@ def _readout_functional(group: Group, q: int, channels: Channels) -> np.ndarray:
 @dataclass
 class _Node:
     step: _TwoQubit
-    runs: list[tuple[int, Run]]  # the one-qubit runs just before it on its qubits
+    runs: list[tuple[int, Form]]  # the one-qubit runs just before it on its qubits
     index: int  # its place in the circuit
 
 
@@ -304,7 +351,7 @@ def plan(program: Compiled, groups: list[Group], channels: Channels, keep_all: b
     n = program.num_qubits
     measured = set(range(n)) if keep_all else {q for g in groups for q in g.measured}
     cone = set(measured)
-    kept: list[tuple[int, Run] | _TwoQubit] = []
+    kept: list[tuple[int, Form] | _TwoQubit] = []
     for step in reversed(program.steps):
         if isinstance(step, _TwoQubit):
             if step.a in cone or step.b in cone:
@@ -326,7 +373,7 @@ def plan(program: Compiled, groups: list[Group], channels: Channels, keep_all: b
         else:
             functionals.update(((k, q), f) for k, f in readers)
     nodes: list[_Node] = []
-    pending: dict[int, list[tuple[int, Run]]] = {}
+    pending: dict[int, list[tuple[int, Form]]] = {}
     for step in kept:
         if isinstance(step, _TwoQubit):
             runs = [(q, pending.pop(q)[0][1]) for q in (step.a, step.b) if q in pending]
@@ -480,14 +527,14 @@ def contract(program: Compiled, plan: Plan, values: np.ndarray) -> tuple[_State,
     zero = np.array([1.0, 0.0, 0.0, 1.0])  # |0><0| = (I + Z) / 2
 
     def join(q: int) -> None:
-        state.join(q, run_ptms(program.lead[q], angles) @ zero)
+        state.join(q, program.lead[q].ptms(angles) @ zero)
 
     def leave(q: int) -> None:
         functional = plan.leave[q]
         if functional is None:
             state.trace(q)
         else:
-            state.apply(q, functional @ run_ptms(program.tail[q], angles))
+            state.apply(q, functional @ program.tail[q].ptms(angles))
 
     for q in plan.joins:
         join(q)
@@ -497,7 +544,7 @@ def contract(program: Compiled, plan: Plan, values: np.ndarray) -> tuple[_State,
         for q in joining:
             join(q)
         for q, run in node.runs:
-            state.apply(q, run_ptms(run, angles))
+            state.apply(q, run.ptms(angles))
         state.two(node.step)
         for q in leaving:
             leave(q)
@@ -514,7 +561,7 @@ def distribution(program: Compiled, plan: Plan, state: _State, angles: np.ndarra
     for q in list(x.axes):
         if x.dims[x.axes.index(q)] == 4:
             if q in group.measured:
-                x.apply(q, plan.functionals[k, q] @ run_ptms(program.tail[q], angles))
+                x.apply(q, plan.functionals[k, q] @ program.tail[q].ptms(angles))
             else:
                 x.trace(q)
     data = x.data.reshape(B, *x.dims)
@@ -540,13 +587,13 @@ def sample(group: Group, probabilities: np.ndarray, shots: int, rng: np.random.G
     probabilities = np.clip(probabilities, 0.0, None)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     counts = rng.multinomial(shots, probabilities)
-    m = len(group.measured)
-    bits = (np.arange(2**m)[:, None] >> np.arange(m - 1, -1, -1)[None, :]) & 1  # outcome → bit of measured[k]
-    signs = np.empty((2**m, len(group.paulis)))
-    for j, label in enumerate(group.paulis):
-        mask = np.array([label[::-1][q] != "I" for q in group.measured], dtype=int)
-        signs[:, j] = 1 - 2 * ((bits @ mask) % 2)
-    return (counts @ signs) / shots  # type: ignore[no-any-return]
+    if group.signs is None:
+        m = len(group.measured)
+        bits = (np.arange(2**m)[:, None] >> np.arange(m - 1, -1, -1)[None, :]) & 1  # outcome → bit of measured[k]
+        masks = [[label[::-1][q] != "I" for q in group.measured] for label in group.paulis]
+        parity = bits @ np.array(masks, dtype=int).reshape(len(masks), m).T % 2
+        group.signs = 1.0 - 2 * parity
+    return (counts @ group.signs) / shots  # type: ignore[no-any-return]
 
 
 def estimator_shots(shots: int) -> int:
@@ -606,8 +653,8 @@ def final_state(program: Compiled, values: np.ndarray) -> np.ndarray:
     qubit q on axis 1 + q."""
     state, angles = contract(program, plan(program, [], Channels(), keep_all=True), values)
     for q, run in enumerate(program.tail):
-        if run:
-            state.apply(q, run_ptms(run, angles))
+        if not run.empty:
+            state.apply(q, run.ptms(angles))
     data = state.data.reshape(len(values), *state.dims)
     return np.ascontiguousarray(data.transpose(0, *(1 + state.axes.index(q) for q in range(program.num_qubits))))
 
