@@ -10,7 +10,7 @@ from qiskit.primitives import BackendEstimatorV2
 from qiskit.quantum_info import DensityMatrix, Pauli, PauliList, SparsePauliOp
 from qiskit_aer import AerSimulator
 
-from qfleet_server.bench.workloads import training_ansatz
+from qfleet_server.bench.workloads import training_ansatz, z_observables
 from qfleet_server.devices.wukong72 import Wukong72Backend
 from qfleet_server.worker.engines import Block, Program, density
 from qfleet_server.worker.engines.device import DeviceEngine
@@ -56,6 +56,20 @@ def test_pauli_transfer_matrices_follow_qiskit() -> None:
     np.testing.assert_allclose(density.ptm(RZGate(0.3), 1)[0], [1, 0, 0, 0], atol=1e-15)  # trace preserving
 
 
+@pytest.mark.parametrize("k", [0, 1, 3, 4, 6])
+def test_a_run_expanded_in_its_angles_equals_its_product(k: int) -> None:
+    """A run's PTMs from its expansion in cos and sin (k ≤ 4), or multiplied out (k > 4)."""
+    rng = np.random.default_rng()
+    run: density.Run = [rng.normal(size=(4, 4))]
+    for j in rng.permutation(k):
+        run += [int(j), rng.normal(size=(4, 4))]
+    angles = rng.uniform(-4, 4, (5, max(k, 1)))
+    want = np.broadcast_to(np.eye(4), (5, 4, 4))
+    for item in run:
+        want = item @ want if isinstance(item, np.ndarray) else density.rz_ptms(angles[:, item]) @ want
+    np.testing.assert_allclose(density.Form(run).ptms(angles), want, atol=1e-12)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_final_state_equals_aers_density_matrix_on_the_noise_model(engine: DeviceEngine, seed: int) -> None:
     """Random circuits transpiled onto the device and compacted, fresh random parameters: the
@@ -75,18 +89,103 @@ def test_final_state_equals_aers_density_matrix_on_the_noise_model(engine: Devic
 
 
 def test_seven_qubits_end_on_permuted_axes_and_still_match(engine: DeviceEngine) -> None:
-    """Wide enough that the engine moves axes to the front as it goes (n ≥ 5)."""
+    """Wide enough that qubits join in front and two-qubit steps move axes to the front as they go."""
     rng = np.random.default_rng()
     circuit = training_ansatz(7, layers=1)
     program = Program(circuit, [SparsePauliOp("Z" * 7)])
     compiled = engine.compile(program)
     prepared, _ = engine._density(program)
     values = rng.uniform(-np.pi, np.pi, (2, circuit.num_parameters))[:, compiled.columns]
-    _, axes = density.evolve(prepared, values)
-    assert axes != sorted(axes)
+    state, _ = density.contract(prepared, density.plan(prepared, [], density.Channels(), keep_all=True), values)
+    assert state.axes != sorted(state.axes)
     got = density.density_matrices(density.final_state(prepared, values))
     want = aer_density_matrix(engine, compiled.circuit.assign_parameters(values[1]), compiled.physical)
     np.testing.assert_allclose(got[1], want, atol=1e-10)
+
+
+def read_full_state(engine: DeviceEngine, program: Program, group: density.Group, values: np.ndarray) -> np.ndarray:
+    """A group's outcome distribution from the whole final state (every qubit to the end, no
+    light cone): each measured qubit's noisy basis change and readout, the others traced out."""
+    compiled = engine.compile(program)
+    prepared, _ = engine._density(program)
+    channels = engine.channels(compiled.physical)
+    state = density.final_state(prepared, values)
+    for q in reversed(range(prepared.num_qubits)):  # the last axis first, so axis 1 + q stays put
+        if q in group.measured:
+            change = density.run_ptms(group.basis[q], np.zeros((1, 0)))[0]
+            functional = channels.readout.get(q, np.eye(2)) @ density.Z_OUTCOMES @ change
+            state = np.moveaxis(np.tensordot(state, functional, axes=([1 + q], [1])), -1, 1 + q)
+        else:
+            state = np.take(state, 0, axis=1 + q)
+    return state.reshape(len(values), -1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_light_cone_plans_equal_the_full_state(engine: DeviceEngine, seed: int) -> None:
+    """What the estimator samples from: each group's outcome distribution from its plan (its
+    light cone only, qubits joining late and leaving measured early, in the greedy order, one
+    pass for all groups or one each) equals the one read off the full density matrix."""
+    rng = np.random.default_rng()
+    n = int(rng.integers(4, 7))
+    if seed == 0:  # narrow observables on a ladder: much of the circuit lies outside their light cones
+        n = 6
+        circuit, labels = training_ansatz(n), ["I" * (n - 1) + "Z", "I" * (n - 2) + "XI"]
+    else:
+        circuit = random_circuit(n, rng, depth=3)
+        labels = ["".join(rng.choice(list("IXYZ"), n)) for _ in range(4)] + ["I" * (n - 2) + "ZZ"]
+    program = Program(circuit, [SparsePauliOp(label) for label in labels])
+    compiled = engine.compile(program)
+    prepared, groups = engine._density(program)
+    found = groups(tuple(sorted({p for o in compiled.observables for p in o.paulis.to_labels()})))
+    values = rng.uniform(-np.pi, np.pi, (3, circuit.num_parameters))[:, compiled.columns]
+    plans = density.plans(prepared, found, engine.channels(compiled.physical))
+    assert sorted(id(g) for p in plans for g in p.groups) == sorted(id(g) for g in found)
+    for p in plans:
+        state, angles = density.contract(prepared, p, values)
+        for k, group in enumerate(p.groups):
+            got = density.distribution(prepared, p, state, angles, k)
+            np.testing.assert_allclose(got, read_full_state(engine, program, group, values), atol=1e-12)
+            assert abs(got.sum(axis=1) - 1).max() < 1e-12
+    if seed == 0:
+        assert all(p.peak <= 4**4 for p in plans), [p.peak for p in plans]
+
+
+def test_ten_qubits_match_aers_density_matrix_and_its_shot_statistics(engine: DeviceEngine) -> None:
+    """The benchmark's noisy ansatz at n=10, Z on each qubit: the outcome distribution equals Aer's
+    density matrix through the readout error, and 400 estimates of one set (its own shots each)
+    have the mean and spread a 1024-shot estimate from that distribution has."""
+    rng = np.random.default_rng()
+    n, repeats, shots = 10, 400, 1024
+    circuit = training_ansatz(n)
+    program = Program(circuit, [o[0] for o in z_observables(n)])
+    compiled = engine.compile(program)
+    prepared, groups = engine._density(program)
+    x = rng.uniform(0, 2 * np.pi, circuit.num_parameters)
+    values = x[compiled.columns][None]
+    (group,) = groups(tuple(sorted(o.paulis.to_labels()[0] for o in compiled.observables)))
+    m = len(compiled.physical)
+    assert group.measured == list(range(m))
+    rho = aer_density_matrix(engine, compiled.circuit.assign_parameters(values[0]), compiled.physical)
+    want = np.real(np.diag(rho)).reshape((2,) * m).transpose(*reversed(range(m)))  # axis q: qubit q
+    readout = engine._errors(compiled.physical).readout
+    for q in range(m):  # [true][recorded]
+        want = np.moveaxis(np.tensordot(want, readout[q], axes=([q], [0])), -1, q)
+    (p,) = density.plans(prepared, [group], engine.channels(compiled.physical))
+    state, angles = density.contract(prepared, p, values)
+    got = density.distribution(prepared, p, state, angles, 0)
+    np.testing.assert_allclose(got[0], want.ravel(), atol=1e-10)
+    assert p.peak < 4**m // 64  # the light cone of a ladder is narrow at every step
+
+    exact = [float(np.sum(want * (1 - 2 * (np.indices(want.shape)[q] % 2)))) for q in range(m)]
+    evs, stds = engine.estimate(
+        program, Block(values=np.tile(x, (repeats, 1)), shots=shots, seed=int(rng.integers(1 << 30)))
+    )
+    for k, obs in enumerate(compiled.observables):
+        (q,) = [i for i, ch in enumerate(reversed(obs.paulis.to_labels()[0])) if ch != "I"]
+        sigma = np.sqrt(1 - exact[q] ** 2) / np.sqrt(shots)  # BackendEstimatorV2's std on that distribution
+        assert abs(np.mean(evs[k]) - exact[q]) < 4.5 * sigma / np.sqrt(repeats)
+        assert 0.8 < np.std(evs[k], ddof=1) / sigma < 1.2  # χ²(399): a std of 0.035 on this ratio
+        assert abs(np.mean(stds[k]) / sigma - 1) < 0.05
 
 
 def test_estimates_match_the_noise_model_and_aers_spread(engine: DeviceEngine) -> None:

@@ -38,9 +38,12 @@ from qfleet_server.devices.wukong72 import Wukong72Backend
 
 from . import Block, Program, as_block_result, block_pub, density, memory_of, with_all_clbits
 
-# Noisy estimates on at most this many active qubits run on the batched density-matrix engine:
-# in-process, 1 thread, 1024 shots, it took 0.18× Aer's statevector trajectories' time at n=11
-# and 0.3× at n=12 (bench/run.py --only-device). Its state is 8·4^n bytes a set: 134 MB at 12.
+# Noisy estimates on at most this many active qubits run on the batched density-matrix engine.
+# Its state is at most 8·4^n bytes a set (134 MB at 12), and that bound is what holds it here:
+# its light-cone plans keep the state far smaller where the circuit allows (the training
+# ansatz: 2^15 numbers a set at n=12, 1.7 ms a set in-process against 3.8 s for Aer's
+# statevector trajectories, bench/run.py --only-device), but a circuit whose light cones cover
+# every qubit needs all 4^n.
 DENSITY_QUBITS = 12
 
 
