@@ -55,6 +55,10 @@ RECORD_FIELDS = (
 LIST_SCAN = 500  # job records one listing request reads at most, whatever its filters drop
 
 
+def new_job_id() -> str:
+    return "j-" + uuid.uuid4().hex[:20]
+
+
 class JobService:
     """The job lifecycle: submit, info, result, cancel, re-queue, and the lease reaper."""
 
@@ -77,9 +81,12 @@ class JobService:
     def forget_limits(self, tenant: str) -> None:
         self.admission.forget_limits(tenant)
 
-    def submit(self, request: JobRequest, tenant: str, idempotency_key: str | None = None) -> tuple[JobInfo, float]:
+    def submit(
+        self, request: JobRequest, tenant: str, idempotency_key: str | None = None, job_id: str | None = None
+    ) -> tuple[JobInfo, float]:
         """Admit, parse, price, plan, store and queue a job: parse → admit → plan → store → enqueue.
-        Returns its status and its estimated compute seconds (the price)."""
+        Returns its status and its estimated compute seconds (the price). ``job_id`` (from
+        :func:`new_job_id`) names the job; an idempotent retry answers with the earlier job's."""
         admission = self.admission
         limits = admission.limits(tenant)
         inflight = admission.check_rate(tenant, limits)
@@ -107,7 +114,7 @@ class JobService:
         if request.layout is not None:
             admission.check_layout(request.layout, [p.shape for p in pubs])
             plan.data["layout"] = json.dumps(request.layout, separators=(",", ":")).encode()
-        job_id = "j-" + uuid.uuid4().hex[:20]
+        job_id = job_id or new_job_id()
         digest = self._cache_key(plan.spec, plan.data, tenant, backend, price.result_bytes)
         reads = self.store.before_create(tenant, inflight, job_id, idempotency_key, digest)  # one round trip
         admission.check_inflight(limits, len(plan.tasks), reads)

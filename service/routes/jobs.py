@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
@@ -24,8 +25,9 @@ from starlette.background import BackgroundTask
 
 from ..deps import JobsDep, TenantDep
 from ..errors import Conflict, error_responses
+from ..events import JobEvent
 from ..guards import TenantTurns
-from ..jobs import JobService
+from ..jobs import JobService, new_job_id
 from ..parsing import qpy_version_read
 from ..store.reads import ResultParts
 
@@ -69,12 +71,18 @@ async def submit_job(
     response.headers[QPY_VERSION_HEADER] = str(qpy_version_read())  # clients write it from now on
     # One tenant holds at most a few of the API's worker threads at once, however many it sends.
     turns: TenantTurns = request.app.state.submitting
-    async with turns.turn(tenant.name):
-        info, seconds = await run_in_threadpool(jobs.submit, body, tenant.name, idempotency_key)
     wait = prefer_wait(prefer)
-    if wait is None or (seconds > wait and info.status != "done"):
-        return info  # too big to wait for here: the client long-polls the result
-    status, record, parts = await _until_final(request, jobs, info.id, tenant.name, time.monotonic() + wait)
+    job_id = new_job_id()
+    # watched from before it is written: its first events cannot be missed, and need no first read
+    with request.app.state.events.watch(job_id) if wait is not None else contextlib.nullcontext() as event:
+        async with turns.turn(tenant.name):
+            info, seconds = await run_in_threadpool(jobs.submit, body, tenant.name, idempotency_key, job_id)
+        if wait is None or (seconds > wait and info.status != "done"):
+            return info  # too big to wait for here: the client long-polls the result
+        watching = event if info.id == job_id and info.status == "queued" else None  # not an earlier job
+        status, record, parts = await _until_final(
+            request, jobs, info.id, tenant.name, time.monotonic() + wait, watching=watching
+        )
     headers = {QPY_VERSION_HEADER: response.headers[QPY_VERSION_HEADER], "Preference-Applied": f"wait={wait:g}"}
     if status != "done":
         info = await jobs.info_async(info.id, tenant.name, record)
@@ -102,28 +110,40 @@ def prefer_wait(prefer: str | None) -> float | None:
 
 
 async def _until_final(
-    request: Request, jobs: JobService, job_id: str, tenant: str, deadline: float, after: int | None = None
+    request: Request,
+    jobs: JobService,
+    job_id: str,
+    tenant: str,
+    deadline: float,
+    after: int | None = None,
+    watching: JobEvent | None = None,
 ) -> tuple[str, dict[str, str], ResultParts | None]:
     """Hold until the job is final (or, with ``after``, has more than that many tasks done) or
-    the deadline passes: (status, record, and for a done job its result's parts)."""
+    the deadline passes: (status, record, and for a done job its result's parts). ``watching``:
+    the event of a job watched since before it was written (queued then), so the first read
+    waits for its first event."""
     events = request.app.state.events
-    with events.watch(job_id) as event:
+    with contextlib.nullcontext(watching) if watching is not None else events.watch(job_id) as event:
         done_likely = False
+        quiet = watching is not None
         while True:
-            event.clear()  # before the check: an event that lands during it is kept
-            # read on the event loop (no thread hop); after a done event, the result too in one round trip
-            status, record, parts = await jobs.poll(job_id, tenant, done_likely)
-            if status in TERMINAL_STATUSES:
-                break
-            if after is not None and await run_in_threadpool(jobs.store.tasks_done, job_id) > after:
-                break
+            if not quiet:
+                event.clear()  # before the check: an event that lands during it is kept
+                # read on the event loop (no thread hop); after a done event, the result too in one round trip
+                status, record, parts = await jobs.poll(job_id, tenant, done_likely)
+                if status in TERMINAL_STATUSES:
+                    break
+                if after is not None and await run_in_threadpool(jobs.store.tasks_done, job_id) > after:
+                    break
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and not quiet:
                 break
-            try:
-                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
-            except asyncio.TimeoutError:
-                pass  # re-check now and then: an event can be missed while Redis reconnects
+            quiet = False
+            if remaining > 0:
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+                except asyncio.TimeoutError:
+                    pass  # re-check now and then: an event can be missed while Redis reconnects
             done_likely = event.is_set() and event.last == "done"
     return status, record, parts
 
