@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from .keys import (
     usage_hour,
 )
 from .stats import TaskStats
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     # numpy (which the task contract needs) must not load when the store is imported: a worker
@@ -226,7 +229,13 @@ class JobRecords(StoreBase):
         ]
         # EVAL, not the registered script: a pipeline would first ask whether it is loaded
         pipe.eval(scripts.COMPLETE_TASK, len(keys), *keys, *args)
-        return int(pipe.execute()[-1])
+        *before, outcome = pipe.execute(raise_on_error=False)
+        if isinstance(outcome, Exception):
+            raise outcome
+        for reply in before:  # the cache and the metadata are kept at best: the result is what counts
+            if isinstance(reply, Exception):
+                log.warning("task %s of job %s: a cache or metadata write failed: %s", task, job_id, reply)
+        return int(outcome)
 
     def task_meta(self, job_id: str) -> dict[int, dict[str, Any]]:
         raw = self.redis.hgetall(self.keys.job_meta(job_id))

@@ -110,6 +110,10 @@ def test_complete_task_writes_cache_chunks_and_meta_with_the_result(clean_redis:
     assert store.task_seconds_by_backend()["aer"]["count"] == 1.0  # the by-backend histogram, in the same step
     assert store.complete_task("j5", 0, b"late", stats) == 0  # a duplicate is not counted again
     assert store.task_seconds_by_backend()["aer"]["count"] == 1.0
+    make_job(store, "j6", 1)
+    store.redis.hset(store.keys.counters, "result_cache_hits", "not a number")  # its HINCRBY fails
+    assert store.complete_task("j6", 0, b"kept", stats, cache=cache) == 2  # the result lands all the same
+    assert store.results("j6") == {0: b"kept"}
 
 
 def test_the_event_loop_reads_a_done_job_in_one_go(clean_redis: str) -> None:
