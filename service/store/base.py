@@ -27,7 +27,6 @@ class StoreBase:
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._take = redis.register_script(scripts.TAKE)
         self._claim = redis.register_script(scripts.CLAIM)
-        self._inflight = redis.register_script(scripts.INFLIGHT)
         self._begin = redis.register_script(scripts.BEGIN_TASK)
 
     if TYPE_CHECKING:  # what one part calls of another (Store joins them all)
@@ -37,6 +36,11 @@ class StoreBase:
         def api_keys(self) -> dict[str, Any]: ...
 
         def queue_cache_writes(self, pipe: Any, write: CacheWrite) -> int: ...
+
+    @staticmethod
+    def hash_reply(flat: Any) -> dict[bytes, bytes]:
+        """A hash that a Lua script returned as HGETALL gives it there: a flat list of fields and values."""
+        return {flat[i]: flat[i + 1] for i in range(0, len(flat or ()), 2)}
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

@@ -61,10 +61,6 @@ class ResultCache(StoreBase):
                 pipe.hincrby(self.keys.counters, name, count)
         return size
 
-    def cached_job(self, tenant: str, digest: str, tasks: int) -> dict[bytes, bytes] | None:
-        """A whole job's cached entry, if it holds all ``tasks`` result slices."""
-        return whole(self.redis.hgetall(self.keys.job_cache(tenant, digest)), tasks)  # type: ignore[arg-type]
-
     def count_job_cache_miss(self, pipe: Any) -> None:
         """In the submission's transaction: a cacheable job the cache did not hold."""
         pipe.hincrby(self.keys.counters, "result_cache_job_misses", 1)

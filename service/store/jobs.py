@@ -101,7 +101,7 @@ class JobRecords(StoreBase):
             [None if v is None else v.decode() for v in fields],
             bool(paused),
             raw.decode() if raw else None,
-            {payload[i].decode(): payload[i + 1] for i in range(0, len(payload), 2)} if payload else None,
+            {k.decode(): v for k, v in self.hash_reply(payload).items()} if payload else None,
         )
 
     def spec(self, job_id: str) -> JobSpec | None:

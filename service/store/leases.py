@@ -19,13 +19,13 @@ class Leases(StoreBase):
     # while it holds the task, and dropped when the task ends. One that lapses means the worker
     # died or stalled with the task: the API's reaper puts the task back.
     def take_task(
-        self, queue_keys: list[str], queue_names: list[str], holder: str, seconds: float, job_prefix: str = "rq:job:"
+        self, queue_keys: list[str], queue_names: list[str], holder: str, seconds: float, job_prefix: str = ""
     ) -> tuple[str, str, str, dict[bytes, bytes]] | None:
         """Take a task of the first non-empty queue and lease it atomically: within a queue, the
         next task of the tenant served the fewest estimated seconds so far (see scripts.TAKE).
 
-        Returns (queue key, RQ job id, lease, the RQ job's hash under ``job_prefix``: empty if it
-        is gone), or None when every queue is empty."""
+        Returns (queue key, RQ job id, lease, the RQ job's hash under ``job_prefix``, RQ's key
+        prefix for jobs: empty if it is gone or no prefix is given), or None when every queue is empty."""
         keys: list[str] = [self.keys.leases]
         for key, name in zip(queue_keys, queue_names):
             keys += [key, self.keys.bell(name), self.keys.fair_tenants(name)]
@@ -35,9 +35,7 @@ class Leases(StoreBase):
         if not got:
             return None
         queue_key, rq_id = (v.decode() if isinstance(v, bytes) else v for v in got[:2])
-        flat = got[2] or []
-        job = flat if isinstance(flat, dict) else {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
-        return queue_key, rq_id, f"{rq_id}|{holder}", job
+        return queue_key, rq_id, f"{rq_id}|{holder}", self.hash_reply(got[2])
 
     def fair_put(self, pipe: Any, queue_name: str, tenant: str, tasks: list[tuple[str, float]]) -> None:
         """In the enqueueing pipeline: RQ job ids just put on a lane's queue list join their

@@ -59,8 +59,8 @@ return 1
 # RQ's list that is in no tenant's sub-queue was put back by RQ itself (a retry): it goes first
 # when it sits at either end of the list, and at the latest when no sub-queue has tasks left.
 # KEYS: leases, then per lane (queue list, bell, tenants, state, cost); ARGV: lease deadline,
-# holder, n lanes, then per lane the key prefix of its tenants' sub-queues, then the key prefix
-# of RQ's job hashes: the taken task's hash comes back with it (the worker needs no second read).
+# holder, n lanes, then per lane the key prefix of its tenants' sub-queues, then (optional) the key
+# prefix of RQ's job hashes: the taken task's hash comes back with it (the worker needs no second read).
 TAKE = """
 local n = tonumber(ARGV[3])
 for i = 1, n do
@@ -102,7 +102,8 @@ for i = 1, n do
     redis.call('HDEL', cost, id)
     redis.call('LPOP', bell)
     redis.call('ZADD', KEYS[1], ARGV[1], id .. '|' .. ARGV[2])
-    return {queue, id, redis.call('HGETALL', ARGV[4 + n] .. id)}
+    local prefix = ARGV[4 + n]
+    return {queue, id, prefix and prefix ~= '' and redis.call('HGETALL', prefix .. id) or false}
   end
 end
 for i = 1, n do redis.call('DEL', KEYS[1 + (i - 1) * 5 + 2]) end

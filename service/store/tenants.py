@@ -60,8 +60,8 @@ class Tenants(StoreBase):
         :meth:`claim_idempotency`'s second look; a refused submission leaves its claim bound to
         a job never created, which a retry takes over."""
         pipe = self.redis.pipeline(transaction=False)
-        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.job_done(j))]
-        if job_ids:
+        if job_ids:  # one script over every job: many jobs in flight cost one reply, not two per job
+            keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.job_done(j))]
             pipe.eval(scripts.INFLIGHT, len(keys), *keys, *job_ids)
         if idempotency_key:
             pipe.set(self.keys.idempotency(tenant, idempotency_key), job_id, nx=True, ex=IDEMPOTENCY_TTL_S)
@@ -91,15 +91,10 @@ class Tenants(StoreBase):
         key = self.keys.tenant_inflight(tenant)
         if job_ids is None:
             job_ids = [j.decode() for j in self.redis.smembers(key)]  # type: ignore[union-attr]
-        if not job_ids:
-            return 0, 0, []
-        # one script over every job: a tenant with many jobs in flight costs one reply, not two per job
-        keys = [k for job_id in job_ids for k in (self.keys.job(job_id), self.keys.job_done(job_id))]
-        jobs, tasks, gone = self._inflight(keys=keys, args=job_ids)
-        finished = [j.decode() if isinstance(j, bytes) else j for j in gone]
-        if finished and prune:
-            self.redis.srem(key, *finished)
-        return int(jobs), int(tasks), finished
+        reads = self.before_create(tenant, job_ids, "", None, None)
+        if reads.finished and prune:
+            self.redis.srem(key, *reads.finished)
+        return reads.jobs, reads.tasks, reads.finished
 
     def rate_wait(self, tenant: str, per_second: float, burst: int) -> float:
         return float(self._rate(keys=[self.keys.tenant_rate(tenant)], args=[per_second, burst, repr(time.time())]))

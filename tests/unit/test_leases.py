@@ -9,6 +9,7 @@ import time
 
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from qfleet_server.jobs import JobService
@@ -39,7 +40,7 @@ def test_a_task_is_leased_in_the_step_that_takes_it(clean_redis: str) -> None:
     make_job(jobs, "jlow", 1, lanes[2])
     make_job(jobs, "jnorm", 2, lanes[1])
     rq_keys = [Queue(q, connection=jobs.store.redis).key for q in lanes]
-    taken = jobs.store.take_task(rq_keys, lanes, "w1", 5.0)
+    taken = jobs.store.take_task(rq_keys, lanes, "w1", 5.0, Job.redis_job_namespace_prefix)
     assert taken is not None
     queue_key, rq_id, lease, rq_hash = taken
     assert (queue_key, rq_id) == (rq_keys[1], "jnorm_t0")  # first non-empty lane, oldest task first
