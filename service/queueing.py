@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 from rq import Queue, SimpleWorker, Worker
 from rq.command import send_shutdown_command
 from rq.exceptions import AbandonedJobError, DequeueTimeout
-from rq.job import Callback, Retry
+from rq.executions import Execution
+from rq.job import Callback, Retry, _job_stack
 from rq.job import Job as RQJob
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import now
+from rq.worker import WorkerStatus
 
 from .settings import Settings
 from .store import LANES, REDIS_OUTAGES, Store
@@ -147,6 +150,11 @@ class LeaseHolder(Protocol):
 
     lease: str | None
 
+    def begin_with(self, pipe: Any, job_id: str, task: int) -> Callable[[Any], None]:
+        """Queue the task's first step (its reads, the job marked running) in the transaction
+        that prepares it; returns what takes that command's reply (or its error)."""
+        ...
+
 
 class LeasingQueue(Queue):
     """RQ's queue, but a worker takes a task and its lease in one Redis script (Store.take_task).
@@ -194,17 +202,90 @@ class LeasingQueue(Queue):
             cls.holder.lease = None
 
 
+class TaskJob(RQJob):
+    """RQ's job, whose key RQ's worker persists in the transaction that prepares it (TaskWorker)
+    rather than with a command of its own as it starts the function."""
+
+    prepared = False
+
+    def perform(self) -> Any:
+        if not self.prepared:
+            return super().perform()
+        # RQ's Job.perform without its PERSIST (sent already): the job on RQ's stack while it runs
+        _job_stack.push(self)
+        try:
+            self._result = self._execute()
+        finally:
+            assert self is _job_stack.pop()
+        return self._result
+
+
 class TaskWorker(SimpleWorker):
-    """RQ's non-forking worker, its heartbeat's two writes in one round trip (RQ sends them one by
-    one when it has no pipeline at hand: twice per task, once on the way to running it)."""
+    """RQ's non-forking worker, its writes before a task in one transaction.
+
+    RQ sends them as four round trips one after another between taking a task and running it
+    (its heartbeat, ``prepare_execution``, ``prepare_job_execution`` and the job's PERSIST),
+    with the same writes; here :meth:`prepare_execution` sends them all at once, the heartbeat
+    RQ sends right after the take goes with them, and so does the task's own first step (its
+    ``holder``'s ``begin_with``). A heartbeat without a pipeline at hand sends its two writes
+    in one round trip."""
+
+    _took = False  # a task was just taken: RQ's next heartbeat goes with the task's preparation
+    _prepared: str | None = None  # the RQ job prepare_execution prepared fully
+    holder: LeaseHolder | None = None  # its first step goes in the same transaction
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        self._took = True  # RQ calls this right after a take, before its heartbeat
+        super().reorder_queues(reference_queue)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
             return
+        if self._took:  # the one right after a take: prepare_execution, next, sends it in its transaction
+            self._took = False
+            return
         with self.connection.pipeline() as pipe:
             super().heartbeat(timeout, pipe)
             pipe.execute()
+
+    def prepare_execution(self, job: RQJob) -> Execution:
+        """RQ's ``prepare_execution`` and ``prepare_job_execution`` (the execution record, the
+        worker busy on the job, both heartbeats, the job started) and the job's PERSIST, in one
+        transaction."""
+        ttl = self.get_heartbeat_ttl(job)
+        with self.connection.pipeline() as pipe:
+            self.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.set_current_job_id(job.id, pipeline=pipe)
+            self.set_current_job_working_time(0, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            job.heartbeat(now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            if len(self.queues) == 1:  # as RQ's perform_job asks of prepare_job_execution
+                pipe.lrem(Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
+            pipe.persist(job.key)
+            took, at = None, len(pipe)
+            if self.holder is not None and job.func_name == TASK_FUNCTION:
+                took = self.holder.begin_with(pipe, *job.args)
+                took = took if len(pipe) == at + 1 else None  # it queued its one command (or none)
+            replies = pipe.execute(raise_on_error=False)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, Exception) and (took is None or i != at):
+                raise reply  # as RQ's own execute would
+        if took is not None:
+            took(replies[at])
+        if isinstance(job, TaskJob):
+            job.prepared = True
+        self._prepared = job.id
+        return self.execution
+
+    def prepare_job_execution(self, job: RQJob, remove_from_intermediate_queue: bool = False) -> None:
+        if self._prepared != job.id:
+            super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        self._prepared = None  # done by prepare_execution; RQ's procline as it would set it
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
 
 def make_worker(
@@ -218,19 +299,22 @@ def make_worker(
             "LeasingQueue", (LeasingQueue,), {"store": store, "holder": holder, "holder_name": name, "lease_s": lease_s}
         )
     queues = [
-        queue_class(store.keys.queue(b, lane), connection=store.redis, serializer=JSONSerializer)
+        queue_class(store.keys.queue(b, lane), connection=store.redis, serializer=JSONSerializer, job_class=TaskJob)
         for lane in LANES
         for b in backends
     ]
-    return TaskWorker(
+    worker = TaskWorker(
         queues,
         connection=store.redis,
         serializer=JSONSerializer,
+        job_class=TaskJob,
         name=name,
         queue_class=queue_class,
         maintenance_interval=15,
         worker_ttl=45,
     )
+    worker.holder = holder
+    return worker
 
 
 def local_workers(store: Store, host: str) -> list[Any]:

@@ -93,10 +93,22 @@ class JobRecords(StoreBase):
         whether its backend is paused, (if asked) its spec as JSON and, for a job of one task,
         its whole payload (``data``: that task needs all of it); and mark a queued job running,
         unless its backend is paused."""
-        fields, paused, raw, payload = self._begin(
-            keys=[self.keys.job(job_id), self.keys.paused, self.keys.job_data(job_id)],
-            args=[repr(time.time()), int(spec), int(data), *names],
-        )
+        keys, args = self._begin_call(job_id, names, spec, data)
+        return self.begun(self._begin(keys=keys, args=args))
+
+    def queue_begin(self, pipe: Any, job_id: str, names: list[str], spec: bool = True, data: bool = False) -> None:
+        """:meth:`begin_task` as one command of the caller's pipeline; :meth:`begun` reads its reply."""
+        keys, args = self._begin_call(job_id, names, spec, data)
+        # EVAL, not the registered script: a pipeline would first ask whether it is loaded
+        pipe.eval(scripts.BEGIN_TASK, len(keys), *keys, *args)
+
+    def _begin_call(self, job_id: str, names: list[str], spec: bool, data: bool) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.job(job_id), self.keys.paused, self.keys.job_data(job_id)]
+        return keys, [repr(time.time()), int(spec), int(data), *names]
+
+    def begun(self, reply: Any) -> tuple[list[str | None], bool, str | None, dict[str, bytes] | None]:
+        """The begin script's reply as :meth:`begin_task` returns it."""
+        fields, paused, raw, payload = reply
         return (
             [None if v is None else v.decode() for v in fields],
             bool(paused),
