@@ -90,15 +90,18 @@ class Admission:
             cached = self._workers[backend.name] = (now, queueing.workers_on(self.store, backend.name))
         return max(1, cached[1])
 
-    def check_rate(self, tenant: str, limits: TenantLimits) -> list[str]:
-        """Refuse a submission over the tenant's rate; returns its in-flight job ids (for Store.before_create)."""
-        wait, inflight = self.store.admit(tenant, limits.jobs_per_second, limits.burst)
-        if wait > 0:
+    def check_rate(
+        self, tenant: str, limits: TenantLimits, job_id: str = "", idempotency_key: str | None = None
+    ) -> Reads:
+        """Refuse a submission over the tenant's rate; returns the tenant's work in flight and
+        whether ``idempotency_key`` is now ``job_id``'s (Store.admit: read in the same step)."""
+        wait, reads = self.store.admit(tenant, limits.jobs_per_second, limits.burst, job_id, idempotency_key)
+        if reads is None:
             raise RateLimited(
                 f"more than {limits.jobs_per_second:g} submissions per second (burst {limits.burst}); retry after {wait:.2f} s",
                 retry_after=wait,
             )
-        return inflight
+        return reads
 
     def backend(self, name: str) -> Backend:
         backend = self.backends.get(name)

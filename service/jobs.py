@@ -89,7 +89,9 @@ class JobService:
         :func:`new_job_id`) names the job; an idempotent retry answers with the earlier job's."""
         admission = self.admission
         limits = admission.limits(tenant)
-        inflight = admission.check_rate(tenant, limits)
+        job_id = job_id or new_job_id()
+        # one round trip: the rate, the work in flight, and the idempotency key claimed for this job
+        reads = admission.check_rate(tenant, limits, job_id, idempotency_key)
         backend = admission.check_request(request, limits)
         memo = self.observables.memo()  # PUBs (and jobs) that share observables share their check
         pubs = [
@@ -114,16 +116,15 @@ class JobService:
         if request.layout is not None:
             admission.check_layout(request.layout, [p.shape for p in pubs])
             plan.data["layout"] = json.dumps(request.layout, separators=(",", ":")).encode()
-        job_id = job_id or new_job_id()
-        digest = self._cache_key(plan.spec, plan.data, tenant, backend, price.result_bytes)
-        reads = self.store.before_create(tenant, inflight, job_id, idempotency_key, digest)  # one round trip
         admission.check_inflight(limits, len(plan.tasks), reads)
+        digest = self._cache_key(plan.spec, plan.data, tenant, backend, price.result_bytes)
+        entry = self.store.cached_job_entry(tenant, digest) if digest else {}
         if idempotency_key and not reads.claimed:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
             if existing is not None:
                 return self.info(existing, tenant), price.seconds
         queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
-        cached = whole(reads.cache_entry, len(plan.tasks)) if digest else None
+        cached = whole(entry, len(plan.tasks)) if digest else None
         # the job and its tasks land in one transaction: a crash (API or Redis) between the two
         # would leave a job that a retried submission (same Idempotency-Key) finds but nothing runs
         with self.store.transaction() as pipe:

@@ -28,6 +28,7 @@ class StoreBase:
         self._take = redis.register_script(scripts.TAKE)
         self._claim = redis.register_script(scripts.CLAIM)
         self._begin = redis.register_script(scripts.BEGIN_TASK)
+        self._admit = redis.register_script(scripts.ADMIT)
 
     if TYPE_CHECKING:  # what one part calls of another (Store joins them all)
 

@@ -56,13 +56,21 @@ class Keys:
         self.p = prefix
 
     def job(self, job_id: str) -> str:
-        return f"{self.p}:job:{job_id}"
+        return f"{self.job_prefix}{job_id}"
+
+    @property
+    def job_prefix(self) -> str:
+        """A job record's key less the job's id (for scripts that find jobs by id)."""
+        return f"{self.p}:job:"
+
+    # a job's done set: its record's key and this (job_done)
+    DONE_SUFFIX = ":done"
 
     def job_data(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}:data"
 
     def job_done(self, job_id: str) -> str:
-        return f"{self.p}:job:{job_id}:done"
+        return f"{self.job(job_id)}{self.DONE_SUFFIX}"
 
     def job_results(self, job_id: str) -> str:
         return f"{self.p}:job:{job_id}:res"

@@ -189,6 +189,41 @@ redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. ARGV[1])
 return 1
 """
 
+# What a submission asks first, in one step: the rate limiter's token (RATE) and, if it may go
+# ahead, the tenant's work in flight (INFLIGHT, over its in-flight set) and a claim of its
+# idempotency key. KEYS: rate, in-flight set, [idempotency key]; ARGV: rate, burst, now, a job
+# record's key less its id, a done set's suffix to that key, the new job's id, the key's TTL.
+# Returns {wait} when the submission must wait, else {'0', jobs, tasks, final job ids, claimed}.
+ADMIT = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+if wait > 0 then return {tostring(wait)} end
+local jobs, tasks, finished = 0, 0, {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local job = ARGV[4] .. id
+  local fields = redis.call('HMGET', job, 'status', 'tasks_total')
+  local status = fields[1]
+  if not status or status == 'done' or status == 'failed' or status == 'cancelled' then
+    finished[#finished + 1] = id
+  else
+    jobs = jobs + 1
+    tasks = tasks + tonumber(fields[2]) - redis.call('SCARD', job .. ARGV[5])
+  end
+end
+local claimed = 1
+if KEYS[3] then
+  claimed = redis.call('SET', KEYS[3], ARGV[6], 'NX', 'EX', ARGV[7]) and 1 or 0
+end
+return {'0', jobs, tasks, finished, claimed}
+"""
+
 # A tenant's work in flight: KEYS are (job record, job done set) per job, ARGV the job ids in
 # that order. Returns {jobs not final, their tasks not done, ids of the final (or gone) jobs}.
 INFLIGHT = """

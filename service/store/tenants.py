@@ -25,59 +25,39 @@ class ApiKey:
 
 @dataclass(frozen=True)
 class Reads:
-    """What :meth:`Tenants.before_create` found: in-flight jobs and tasks, the final ids among
-    them, whether the idempotency key is now this job's, and the whole-job cache entry ({} if none)."""
+    """What :meth:`Tenants.admit` found for an admitted submission: in-flight jobs and tasks, the
+    final ids among them, and whether the idempotency key is now this job's."""
 
     jobs: int
     tasks: int
     finished: list[str]
     claimed: bool
-    cache_entry: dict[bytes, bytes]
 
 
 class Tenants(StoreBase):
-    def admit(self, tenant: str, per_second: float, burst: int) -> tuple[float, list[str]]:
-        """The rate limiter's wait for one more submission (0: go ahead) and the ids of the
-        tenant's in-flight jobs (for :meth:`inflight`), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        # EVAL, not the registered script: a pipeline would first ask whether it is loaded
-        pipe.eval(scripts.RATE, 1, self.keys.tenant_rate(tenant), per_second, burst, repr(time.time()))
-        pipe.smembers(self.keys.tenant_inflight(tenant))
-        wait, members = pipe.execute()
-        return float(wait), [j.decode() for j in members]
-
-    def before_create(
-        self,
-        tenant: str,
-        job_ids: list[str],
-        job_id: str,
-        idempotency_key: str | None,
-        cache_key: str | None,
-    ) -> Reads:
-        """What a submission reads once it is planned, in one round trip: the tenant's in-flight
-        work (``job_ids`` from :meth:`admit`), a claim of ``idempotency_key`` for ``job_id``, and
-        the whole-job cache entry under ``cache_key``. A key already bound needs
+    def admit(
+        self, tenant: str, per_second: float, burst: int, job_id: str = "", idempotency_key: str | None = None
+    ) -> tuple[float, Reads | None]:
+        """What a submission asks first, in one round trip: the rate limiter's wait for one more
+        submission (0: go ahead) and, if it may go ahead, the tenant's work in flight and a claim
+        of ``idempotency_key`` for ``job_id`` (None when it must wait). A key already bound needs
         :meth:`claim_idempotency`'s second look; a refused submission leaves its claim bound to
         a job never created, which a retry takes over."""
-        pipe = self.redis.pipeline(transaction=False)
-        if job_ids:  # one script over every job: many jobs in flight cost one reply, not two per job
-            keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.job_done(j))]
-            pipe.eval(scripts.INFLIGHT, len(keys), *keys, *job_ids)
+        k = self.keys
+        keys = [k.tenant_rate(tenant), k.tenant_inflight(tenant)]
         if idempotency_key:
-            pipe.set(self.keys.idempotency(tenant, idempotency_key), job_id, nx=True, ex=IDEMPOTENCY_TTL_S)
-        if cache_key:
-            pipe.hgetall(self.keys.job_cache(tenant, cache_key))
-        replies = iter(pipe.execute()) if len(pipe) else iter(())
-        jobs, tasks, gone = next(replies) if job_ids else (0, 0, [])
-        claimed = bool(next(replies)) if idempotency_key else True
-        entry = next(replies) if cache_key else {}
-        return Reads(
-            jobs=int(jobs),
-            tasks=int(tasks),
-            finished=[j.decode() if isinstance(j, bytes) else j for j in gone],
-            claimed=claimed,
-            cache_entry=entry,
-        )
+            keys.append(k.idempotency(tenant, idempotency_key))
+        args: list[Any] = [per_second, burst, repr(time.time()), k.job_prefix, k.DONE_SUFFIX, job_id, IDEMPOTENCY_TTL_S]
+        reply = self._admit(keys=keys, args=args)
+        if len(reply) == 1:
+            return float(reply[0]), None
+        _, jobs, tasks, gone, claimed = reply
+        finished = [j.decode() if isinstance(j, bytes) else j for j in gone]
+        return 0.0, Reads(jobs=int(jobs), tasks=int(tasks), finished=finished, claimed=bool(claimed))
+
+    def cached_job_entry(self, tenant: str, cache_key: str) -> dict[bytes, bytes]:
+        """The whole-job cache entry under ``cache_key`` ({} if none)."""
+        return self.redis.hgetall(self.keys.job_cache(tenant, cache_key))  # type: ignore[return-value]
 
     def prune_inflight(self, pipe: Any, tenant: str, finished: list[str]) -> None:
         """Drop final jobs from the tenant's in-flight set, within the caller's pipeline."""
@@ -85,16 +65,21 @@ class Tenants(StoreBase):
             pipe.srem(self.keys.tenant_inflight(tenant), *finished)
 
     def inflight(self, tenant: str, job_ids: list[str] | None = None, prune: bool = True) -> tuple[int, int, list[str]]:
-        """(jobs, tasks, final job ids) of this tenant's in-flight set (``job_ids`` if read
-        already, by :meth:`admit`); the final ones are pruned here, or by the caller
-        (:meth:`prune_inflight`) without ``prune``."""
+        """(jobs, tasks, final job ids) of this tenant's in-flight set (or of ``job_ids``); the
+        final ones are pruned here, or by the caller (:meth:`prune_inflight`) without ``prune``.
+        A submission reads the same with :meth:`admit`."""
         key = self.keys.tenant_inflight(tenant)
         if job_ids is None:
             job_ids = [j.decode() for j in self.redis.smembers(key)]  # type: ignore[union-attr]
-        reads = self.before_create(tenant, job_ids, "", None, None)
-        if reads.finished and prune:
-            self.redis.srem(key, *reads.finished)
-        return reads.jobs, reads.tasks, reads.finished
+        if not job_ids:
+            return 0, 0, []
+        # one script over every job: many jobs in flight cost one reply, not two per job
+        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.job_done(j))]
+        jobs, tasks, gone = self.redis.eval(scripts.INFLIGHT, len(keys), *keys, *job_ids)  # type: ignore[misc]
+        finished = [j.decode() if isinstance(j, bytes) else j for j in gone]
+        if finished and prune:
+            self.redis.srem(key, *finished)
+        return int(jobs), int(tasks), finished
 
     def rate_wait(self, tenant: str, per_second: float, burst: int) -> float:
         return float(self._rate(keys=[self.keys.tenant_rate(tenant)], args=[per_second, burst, repr(time.time())]))

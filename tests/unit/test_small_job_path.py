@@ -67,33 +67,45 @@ def test_inflight_sums_open_jobs_and_names_the_final_ones(clean_redis: str) -> N
     store.complete_task("a", 0, b"r")  # a: 2 of 3 left
     store.complete_task("c", 0, b"r")  # c: done
     store.finish("d", "cancelled")
-    wait, ids = store.admit("ten", 1000.0, 10)
-    assert wait == 0 and sorted(ids) == ["a", "b", "c", "d"]
-    jobs, tasks, finished = store.inflight("ten", ids, prune=False)
+    wait, reads = store.admit("ten", 1000.0, 10)
+    assert wait == 0 and reads is not None
+    assert (reads.jobs, reads.tasks, sorted(reads.finished)) == (2, 4, ["c", "d"])
+    jobs, tasks, finished = store.inflight("ten", ["a", "b", "c", "d"], prune=False)
     assert (jobs, tasks, sorted(finished)) == (2, 4, ["c", "d"])
-    assert len(store.admit("ten", 1000.0, 10)[1]) == 4  # not pruned: the caller does it with its write
+    again = store.admit("ten", 1000.0, 10)[1]
+    assert again is not None and len(again.finished) == 2  # not pruned: the caller does it with its write
     pipe = store.redis.pipeline()
-    store.prune_inflight(pipe, "ten", finished)
+    store.prune_inflight(pipe, "ten", reads.finished)
     pipe.execute()
     assert store.inflight("ten") == (2, 4, [])
 
 
-def test_before_create_reads_inflight_claims_the_key_and_finds_the_cached_job(clean_redis: str) -> None:
+def test_admit_reads_inflight_and_claims_the_key_in_the_step_that_takes_the_token(clean_redis: str) -> None:
     store = Store(Redis.from_url(clean_redis))
     for job_id, tasks in (("a", 3), ("c", 1)):
         make_job(store, job_id, tasks, tenant="ten")
     store.complete_task("c", 0, b"r")
-    _, ids = store.admit("ten", 1000.0, 10)
-    first = store.before_create("ten", ids, "new1", "key-1", "digest-1")
-    assert (first.jobs, first.tasks, first.finished) == store.inflight("ten", ids, prune=False) == (1, 3, ["c"])
-    assert first.claimed and first.cache_entry == {}
-    again = store.before_create("ten", ids, "new2", "key-1", None)  # the key is taken: claim_idempotency decides
-    assert not again.claimed and again.cache_entry == {}
+    wait, first = store.admit("ten", 1000.0, 10, "new1", "key-1")
+    assert wait == 0 and first == Reads(1, 3, ["c"], True)
+    assert (first.jobs, first.tasks, first.finished) == store.inflight("ten", prune=False)
+    _, again = store.admit("ten", 1000.0, 10, "new2", "key-1")  # the key is taken: claim_idempotency decides
+    assert again is not None and not again.claimed
     assert store.claim_idempotency("ten", "key-1", "new2") is None  # bound to a job never created: taken over
+    assert store.admit("other", 1000.0, 10, "new4", "key-1") == (0.0, Reads(0, 0, [], True))
+    assert store.admit("other", 1000.0, 10, "new5")[1] == Reads(0, 0, [], True)  # no key: nothing to claim
+    wait, refused = store.admit("slow", 1.0, 1, "x1", "key-2")
+    assert wait == 0 and refused is not None
+    wait, refused = store.admit("slow", 1.0, 1, "x2", "key-3")  # over the rate: nothing read, nothing claimed
+    assert wait > 0 and refused is None and store.redis.get(store.keys.idempotency("slow", "key-3")) is None
+
+
+def test_the_whole_job_cache_entry_is_read_by_its_key(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    assert store.cached_job_entry("ten", "digest-1") == {}
     store.redis.hset(store.keys.job_cache("ten", "digest-1"), mapping={"r0": b"x", "m0": b"{}"})
-    entry = store.before_create("ten", [], "new3", None, "digest-1").cache_entry
+    entry = store.cached_job_entry("ten", "digest-1")
     assert whole(entry, 1) == {b"r0": b"x", b"m0": b"{}"} and whole(entry, 2) is None
-    assert store.before_create("other", [], "new4", "key-1", "digest-1") == Reads(0, 0, [], True, {})
+    assert store.cached_job_entry("other", "digest-1") == {}
 
 
 def test_complete_task_writes_cache_chunks_and_meta_with_the_result(clean_redis: str) -> None:
