@@ -10,15 +10,18 @@ from collections import defaultdict
 from typing import Any
 
 from .store import connect_async
+from .store.reads import DoneNews, job_event
 
 log = logging.getLogger("qfleet.api")
 
 
 class JobEvent(asyncio.Event):
     """Set when its job has news; ``last`` says which (``done``, ``progress``, ``failed``,
-    ``cancelled``), or is empty when every waiter was woken after a reconnect."""
+    ``cancelled``), or is empty when every waiter was woken after a reconnect. ``done``: what a
+    one-task job's done event carries of it (its result), if it does."""
 
     last = ""
+    done: DoneNews | None = None
 
 
 class JobEvents:
@@ -51,9 +54,9 @@ class JobEvents:
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
-                        job_id, _, what = message["data"].decode().partition(" ")
+                        job_id, what, done = job_event(message["data"])
                         for event in self._waiters.get(job_id, ()):
-                            event.last = what
+                            event.last, event.done = what, done
                             event.set()
             except asyncio.CancelledError:
                 raise
@@ -68,7 +71,7 @@ class JobEvents:
     def _wake_all(self) -> None:
         for events in self._waiters.values():
             for event in events:
-                event.last = ""
+                event.last, event.done = "", None
                 event.set()
 
     @contextlib.contextmanager

@@ -9,6 +9,7 @@ import logging
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from qfleet.wire import (
@@ -35,7 +36,7 @@ from .pubs import CircuitCache, ObservablesCache, parse_pub
 from .result_cache import cacheable, engine_version, job_digest
 from .settings import Settings, TenantLimits
 from .store import Store, whole
-from .store.reads import AsyncReads, ResultParts
+from .store.reads import AsyncReads, DoneNews, ResultParts
 from .tasks import JobSpec, assemble, assemble_samples, fill_missing, ready_masks
 
 log = logging.getLogger("qfleet.api")
@@ -57,6 +58,25 @@ LIST_SCAN = 500  # job records one listing request reads at most, whatever its f
 
 def new_job_id() -> str:
     return "j-" + uuid.uuid4().hex[:20]
+
+
+@dataclass
+class Written:
+    """What a submission wrote of the job it queued: with what a one-task job's done event carries
+    (its times and result), the whole answer, so the request that waits for it reads nothing back."""
+
+    record: dict[str, str]  # the record's fields as a read gives them, less the spec
+    spec: JobSpec
+    layout: str | None
+
+    def done(self, news: DoneNews) -> tuple[dict[str, str], ResultParts] | None:
+        """The done job's record and result parts from its done event; None for a job of several tasks."""
+        if self.record.get("tasks_total") != "1":
+            return None
+        record = {**self.record, "status": "done", "finished_at": news.finished_at}
+        if news.started_at:
+            record["started_at"] = news.started_at
+        return record, ResultParts(record, None, {0: news.result}, {}, self.layout, parsed=self.spec)
 
 
 class JobService:
@@ -83,10 +103,11 @@ class JobService:
 
     def submit(
         self, request: JobRequest, tenant: str, idempotency_key: str | None = None, job_id: str | None = None
-    ) -> tuple[JobInfo, float]:
+    ) -> tuple[JobInfo, float, Written | None]:
         """Admit, parse, price, plan, store and queue a job: parse → admit → plan → store → enqueue.
-        Returns its status and its estimated compute seconds (the price). ``job_id`` (from
-        :func:`new_job_id`) names the job; an idempotent retry answers with the earlier job's."""
+        Returns its status, its estimated compute seconds (the price) and, for a job it queued,
+        what it wrote of it. ``job_id`` (from :func:`new_job_id`) names the job; an idempotent
+        retry answers with the earlier job's."""
         admission = self.admission
         limits = admission.limits(tenant)
         job_id = job_id or new_job_id()
@@ -122,13 +143,13 @@ class JobService:
         if idempotency_key and not reads.claimed:
             existing = self.store.claim_idempotency(tenant, idempotency_key, job_id)
             if existing is not None:
-                return self.info(existing, tenant), price.seconds
+                return self.info(existing, tenant), price.seconds, None
         queue_name = self.store.keys.queue(backend.name, admission.lane(options.priority, price))
         cached = whole(entry, len(plan.tasks)) if digest else None
         # the job and its tasks land in one transaction: a crash (API or Redis) between the two
         # would leave a job that a retried submission (same Idempotency-Key) finds but nothing runs
         with self.store.transaction() as pipe:
-            created = self.store.create_job(
+            record = self.store.create_job(
                 job_id,
                 tenant,
                 backend.name,
@@ -164,6 +185,7 @@ class JobService:
             extra={"job_id": job_id, "tenant": tenant, "backend": backend.name, "tasks": len(plan.tasks)},
         )
         done = cached is not None
+        created = float(record["created_at"])
         info = JobInfo(
             id=job_id,
             status="done" if done else "queued",
@@ -174,7 +196,12 @@ class JobService:
             finished_at=created if done else None,
             tags=request.tags,
         )
-        return info, price.seconds
+        if done:
+            return info, price.seconds, None
+        if digest:
+            record["cache_key"] = digest
+        layout = plan.data.get("layout")
+        return info, price.seconds, Written(record, plan.spec, None if layout is None else layout.decode())
 
     def _cache_key(
         self, spec: JobSpec, data: dict[str, bytes], tenant: str, backend: Backend, result_bytes: int
@@ -318,8 +345,8 @@ class JobService:
     ) -> JobResultBody:
         """The job's results, from ``parts`` when read already (:meth:`poll`), else from the store;
         with ``partial``, those of its finished tasks (NaN elsewhere) and a mask per PUB."""
-        if parts is not None and parts.spec is not None:
-            spec = JobSpec.from_json(parts.spec)
+        if parts is not None and (parts.parsed is not None or parts.spec is not None):
+            spec = parts.parsed if parts.parsed is not None else JobSpec.from_json(parts.spec or "")
             slices, task_meta, layout = parts.results, parts.meta, parts.layout
         else:
             loaded = self.store.spec(job_id)

@@ -400,7 +400,9 @@ class Runner:
                 tenant, computed, hits, len(computed), settings.result_cache_ttl_s, settings.result_cache_max_share
             )
         # one round trip: the chunks for the cache and the metadata first, then the result
-        outcome = self.store.complete_task(job_id, task, b"".join(parts), stats, meta=meta, cache=cache)
+        outcome = self.store.complete_task(
+            job_id, task, b"".join(parts), stats, meta=meta, cache=cache, whole=len(spec.tasks) == 1
+        )
         log.info(
             "task done",
             extra={

@@ -27,7 +27,7 @@ from ..deps import JobsDep, TenantDep
 from ..errors import Conflict, error_responses
 from ..events import JobEvent
 from ..guards import TenantTurns
-from ..jobs import JobService, new_job_id
+from ..jobs import JobService, Written, new_job_id
 from ..parsing import qpy_version_read
 from ..store.reads import ResultParts
 
@@ -76,12 +76,12 @@ async def submit_job(
     # watched from before it is written: its first events cannot be missed, and need no first read
     with request.app.state.events.watch(job_id) if wait is not None else contextlib.nullcontext() as event:
         async with turns.turn(tenant.name):
-            info, seconds = await run_in_threadpool(jobs.submit, body, tenant.name, idempotency_key, job_id)
+            info, seconds, written = await run_in_threadpool(jobs.submit, body, tenant.name, idempotency_key, job_id)
         if wait is None or (seconds > wait and info.status != "done"):
             return info  # too big to wait for here: the client long-polls the result
         watching = event if info.id == job_id and info.status == "queued" else None  # not an earlier job
         status, record, parts = await _until_final(
-            request, jobs, info.id, tenant.name, time.monotonic() + wait, watching=watching
+            request, jobs, info.id, tenant.name, time.monotonic() + wait, watching=watching, written=written
         )
     headers = {QPY_VERSION_HEADER: response.headers[QPY_VERSION_HEADER], "Preference-Applied": f"wait={wait:g}"}
     if status != "done":
@@ -117,11 +117,13 @@ async def _until_final(
     deadline: float,
     after: int | None = None,
     watching: JobEvent | None = None,
+    written: Written | None = None,
 ) -> tuple[str, dict[str, str], ResultParts | None]:
     """Hold until the job is final (or, with ``after``, has more than that many tasks done) or
     the deadline passes: (status, record, and for a done job its result's parts). ``watching``:
     the event of a job watched since before it was written (queued then), so the first read
-    waits for its first event."""
+    waits for its first event; ``written``: what its submission wrote, so a done event that
+    carries the job's result is the whole answer (nothing is read back)."""
     events = request.app.state.events
     with contextlib.nullcontext(watching) if watching is not None else events.watch(job_id) as event:
         done_likely = False
@@ -145,6 +147,9 @@ async def _until_final(
                 except asyncio.TimeoutError:
                     pass  # re-check now and then: an event can be missed while Redis reconnects
             done_likely = event.is_set() and event.last == "done"
+            answer = written.done(event.done) if done_likely and written and event.done else None
+            if answer is not None:
+                return "done", *answer
     return status, record, parts
 
 

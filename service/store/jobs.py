@@ -11,6 +11,7 @@ from . import scripts
 from .base import StoreBase
 from .cache import CacheWrite
 from .keys import (
+    EVENT_RESULT_BYTES,
     histogram_bucket,
     usage_hour,
 )
@@ -37,27 +38,25 @@ class JobRecords(StoreBase):
         shots: int = 0,
         pipe: Any = None,
         tags: dict[str, str] | None = None,
-    ) -> float:
-        """Write a new job; within ``pipe`` (executed by the caller, with the job's tasks) if given."""
+    ) -> dict[str, str]:
+        """Write a new job; within ``pipe`` (executed by the caller, with the job's tasks) if given.
+        Returns its record's fields as a read gives them (``created_at`` among them), less its spec."""
         now = time.time()
         k = self.keys
         own = pipe is None
         pipe = self.redis.pipeline(transaction=True) if own else pipe
         pipe.hset(k.job_data(job_id), mapping=data)  # type: ignore[arg-type]
         pipe.expire(k.job_data(job_id), self.ttl_s)
-        pipe.hset(
-            k.job(job_id),
-            mapping={
-                "tenant": tenant,
-                "backend": backend,
-                "status": "queued",
-                "created_at": repr(now),
-                "tasks_total": tasks_total,
-                "queue": queue,
-                "spec": spec.to_json(),
-                "tags": json.dumps(tags or {}, separators=(",", ":")),
-            },
-        )
+        record = {
+            "tenant": tenant,
+            "backend": backend,
+            "status": "queued",
+            "created_at": repr(now),
+            "tasks_total": str(tasks_total),
+            "queue": queue,
+            "tags": json.dumps(tags or {}, separators=(",", ":")),
+        }
+        pipe.hset(k.job(job_id), mapping={**record, "spec": spec.to_json()})
         pipe.expire(k.job(job_id), self.ttl_s)
         pipe.zadd(k.tenant_jobs(tenant), {job_id: now})
         pipe.expire(k.tenant_jobs(tenant), self.ttl_s)
@@ -70,7 +69,7 @@ class JobRecords(StoreBase):
         pipe.expire(k.usage(tenant), 8 * 86400)
         if own:
             pipe.execute()
-        return now
+        return record
 
     def job(self, job_id: str) -> dict[str, str] | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
@@ -185,12 +184,15 @@ class JobRecords(StoreBase):
         stats: TaskStats | None = None,
         meta: dict[str, Any] | None = None,
         cache: CacheWrite | None = None,
+        whole: bool = False,
     ) -> int:
         """Store a task's result; -1 dropped (job final), 0 duplicate, 1 counted, 2 job done.
 
         In the same round trip, first its metadata (``meta``) and its chunks for the result
         cache (``cache``): a job submitted once this one is done finds them. ``stats`` feed
-        /metrics, the dashboard's charts and tenant usage, once per distinct task.
+        /metrics, the dashboard's charts and tenant usage, once per distinct task. ``whole``:
+        this result is its job's whole result (one task, no metadata); if it is small
+        (EVENT_RESULT_BYTES), the job's done event carries it.
         """
         k = self.keys
         s = stats or TaskStats()
@@ -238,6 +240,7 @@ class JobRecords(StoreBase):
             record,
             usage_hour(now),
             s.backend,
+            "1" if whole and not meta and len(result) <= EVENT_RESULT_BYTES else "0",
         ]
         # EVAL, not the registered script: a pipeline would first ask whether it is loaded
         pipe.eval(scripts.COMPLETE_TASK, len(keys), *keys, *args)

@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 EVENTS_CHANNEL = "events"
+EVENT_RESULT_BYTES = 16 * 1024  # a one-task job's result up to this size comes with its done event
 JOB_TTL_S = 24 * 3600
 IDEMPOTENCY_TTL_S = 24 * 3600
 LANES = ("high", "normal", "low")

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .keys import Keys, hash_api_key
 from .tenants import ApiKey
+
+if TYPE_CHECKING:
+    from ..tasks import JobSpec
 
 
 @dataclass
@@ -21,6 +24,29 @@ class ResultParts:
     results: dict[int, bytes]
     meta: dict[int, dict[str, Any]]
     layout: str | None = None  # how the client stacked its PUBs, when it did (JSON)
+    parsed: JobSpec | None = None  # the spec itself, where the caller holds it (then ``spec`` is not read)
+
+
+@dataclass
+class DoneNews:
+    """What a one-task job's done event carries (scripts.COMPLETE_TASK): when the job started and
+    finished, and its result."""
+
+    started_at: str
+    finished_at: str
+    result: bytes
+
+
+def job_event(data: bytes) -> tuple[str, str, DoneNews | None]:
+    """(job id, news: done, progress, failed or cancelled, and what a done event carries of the
+    job, if it carries it) of a message on the events channel."""
+    head, sep, result = data.partition(b"\n")
+    job_id, _, rest = head.decode().partition(" ")
+    what, _, times = rest.partition(" ")
+    if not sep or what != "done":
+        return job_id, what, None
+    started, _, finished = times.partition(" ")
+    return job_id, what, DoneNews(started, finished, result)
 
 
 class AsyncReads:

@@ -15,6 +15,9 @@ return tostring(wait)
 
 # Marks a task done once, and the job done when the last distinct task lands. A result
 # for a job that is already cancelled or failed is dropped: late results never count.
+# With ARGV[14] '1' (a one-task job's small result), the done event carries the job's
+# started_at, finished_at and the result itself: "<job> done <started> <finished>\n<result>"
+# (store/reads.py job_event), so an API holding the submission answers without reading it back.
 COMPLETE_TASK = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'cancelled' or status == 'failed' or not status then return -1 end
@@ -45,7 +48,12 @@ local n = redis.call('SCARD', KEYS[2])
 if n >= tonumber(redis.call('HGET', KEYS[1], 'tasks_total')) and status ~= 'done' then
   redis.call('HSET', KEYS[1], 'status', 'done', 'finished_at', ARGV[4])
   redis.call('HINCRBY', KEYS[4], 'jobs_done', 1)
-  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' done')
+  if ARGV[14] == '1' then
+    local started = redis.call('HGET', KEYS[1], 'started_at') or ''
+    redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' done ' .. started .. ' ' .. ARGV[4] .. '\\n' .. ARGV[2])
+  else
+    redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' done')
+  end
   return 2
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' progress')

@@ -15,7 +15,8 @@ from qfleet_server.errors import RateLimited
 from qfleet_server.guards import TenantTurns
 from qfleet_server.store import Reads, Store, TaskStats, connect_async, whole
 from qfleet_server.store.cache import CacheWrite
-from qfleet_server.store.reads import AsyncReads
+from qfleet_server.store.keys import EVENT_RESULT_BYTES
+from qfleet_server.store.reads import AsyncReads, DoneNews, job_event
 from qfleet_server.tasks import JobSpec
 
 FIELDS = ["status", "backend", "tenant"]
@@ -106,6 +107,32 @@ def test_the_whole_job_cache_entry_is_read_by_its_key(clean_redis: str) -> None:
     entry = store.cached_job_entry("ten", "digest-1")
     assert whole(entry, 1) == {b"r0": b"x", b"m0": b"{}"} and whole(entry, 2) is None
     assert store.cached_job_entry("other", "digest-1") == {}
+
+
+def test_a_one_task_jobs_done_event_carries_its_result(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    listener = store.redis.pubsub()
+    listener.subscribe(store.keys.events)
+    assert listener.get_message(timeout=1) is not None  # the subscription's own reply
+    make_job(store, "j7", 1)
+    store.begin_task("j7", FIELDS)
+    started = store.job_field("j7", "started_at")
+    assert store.complete_task("j7", 0, b"\x00slice\n", whole=True) == 2
+    message = listener.get_message(timeout=1)
+    assert message is not None
+    job_id, what, news = job_event(message["data"])
+    assert (job_id, what) == ("j7", "done") and news is not None
+    assert news == DoneNews(started or "", store.job_field("j7", "finished_at") or "", b"\x00slice\n")
+    make_job(store, "j8", 1)  # with metadata, or of several tasks, or large: the event names the news only
+    assert store.complete_task("j8", 0, b"slice", meta={"0": {"seed": 1}}, whole=True) == 2
+    make_job(store, "j9", 1)
+    assert store.complete_task("j9", 0, b"x" * (EVENT_RESULT_BYTES + 1), whole=True) == 2
+    make_job(store, "j10", 2)
+    assert store.complete_task("j10", 0, b"slice", whole=False) == 1
+    for job_id, what in (("j8", "done"), ("j9", "done"), ("j10", "progress")):
+        message = listener.get_message(timeout=1)
+        assert message is not None and job_event(message["data"]) == (job_id, what, None)
+    listener.close()
 
 
 def test_complete_task_writes_cache_chunks_and_meta_with_the_result(clean_redis: str) -> None:
