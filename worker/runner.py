@@ -61,6 +61,27 @@ class _LRU(OrderedDict[Any, Any]):
         return value
 
 
+def gpu_engine(settings: Settings) -> Engine | None:
+    """qfleet's torch engine on the GPU, when asked for (``QFLEET_GPU=auto``), torch is installed
+    and it sees a CUDA device; else None and the CPU engines run everything."""
+    if settings.gpu == "off":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    from .engines.torch_sv import TorchEngine
+
+    log.info(
+        "GPU: %s; exact blocks of %d+ amplitudes (rows x 2^qubits) run on it",
+        torch.cuda.get_device_name(),
+        settings.gpu_min_amplitudes,
+    )
+    return TorchEngine("cuda", int(settings.gpu_memory_gb * 2**30))
+
+
 class Runner:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
@@ -73,6 +94,9 @@ class Runner:
             shot_time_s=settings.device_shot_time_s,
         )
         self.engines: dict[str, Engine] = {"aer": AerEngine(settings.worker_threads), "lightning": self.lightning}
+        self.gpu = gpu_engine(settings)  # wide exact circuits go here first, where a GPU is present
+        if self.gpu is not None:
+            self.engines["gpu"] = self.gpu
         self.backends: dict[str, Backend] = all_backends(settings)
         self.lease: str | None = None  # the lease of the task this process holds, from take to end
         self._adapters: dict[str, Engine] = {}
@@ -139,12 +163,17 @@ class Runner:
         pairs = None if pairs_raw is None else np.frombuffer(pairs_raw, dtype="<i8").reshape(-1, 2)
         return self._pubs.put(key, (program, values, pairs))  # type: ignore[no-any-return]
 
-    @staticmethod
-    def engine_order(shots: int) -> list[str]:
+    def engine_order(self, block: Block, num_qubits: int) -> list[str]:
         # Exact runs go to Lightning's kernels first: on the training ansatz they beat Aer
         # EstimatorV2 at every width measured (bench/results). Aer takes what Lightning
-        # cannot compile (multi-parameter angles), and every shot-based estimate.
-        return ["aer"] if shots else ["lightning", "aer"]
+        # cannot compile (multi-parameter angles), and every shot-based estimate. Where a GPU
+        # is present, exact blocks of gpu_min_amplitudes (rows x 2^n) or more go to the torch
+        # engine before those.
+        if block.shots:
+            return ["aer"]
+        if self.gpu is not None and len(block.values) << num_qubits >= self.settings.gpu_min_amplitudes:
+            return ["gpu", "lightning", "aer"]
+        return ["lightning", "aer"]
 
     def device_engine(self, backend: str) -> Engine:
         """The engine of a device backend: the wukong72 model, or a real-QPU adapter."""
@@ -179,12 +208,12 @@ class Runner:
                 return (*self.lightning.gradient(program, block), "lightning-adjoint")
             except EngineUnsupported as exc:
                 log.debug("adjoint unavailable (%s); using parameter shift", exc)
-        for name in self.engine_order(block.shots):
+        for name in self.engine_order(block, program.num_qubits):
             engine = self.engines[name]
             try:
                 if gradient:
-                    return (*parameter_shift(engine, program, block), f"{name}-parameter-shift")
-                return (*engine.estimate(program, block), None, name)
+                    return (*parameter_shift(engine, program, block), f"{engine.name}-parameter-shift")
+                return (*engine.estimate(program, block), None, engine.name)
             except EngineUnsupported as exc:
                 log.debug("engine %s skipped: %s", name, exc)
         raise RuntimeError("no engine could run this block")  # Aer runs every validated circuit
