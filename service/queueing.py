@@ -228,11 +228,20 @@ class TaskWorker(SimpleWorker):
     with the same writes; here :meth:`prepare_execution` sends them all at once, the heartbeat
     RQ sends right after the take goes with them, and so does the task's own first step (its
     ``holder``'s ``begin_with``). A heartbeat without a pipeline at hand sends its two writes
-    in one round trip."""
+    in one round trip, with the idle state RQ sets just before it (after a task, and before
+    each wait for one), which RQ sends as a round trip of its own."""
 
     _took = False  # a task was just taken: RQ's next heartbeat goes with the task's preparation
     _prepared: str | None = None  # the RQ job prepare_execution prepared fully
     holder: LeaseHolder | None = None  # its first step goes in the same transaction
+    _idle = False  # RQ set the worker idle: the state is written with the next heartbeat
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is None and state == WorkerStatus.IDLE:
+            self._state, self._idle = state, True  # as RQ's set_state keeps it, written next
+            return
+        self._idle = False  # a later state wins
+        super().set_state(state, pipeline)
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         self._took = True  # RQ calls this right after a take, before its heartbeat
@@ -246,6 +255,9 @@ class TaskWorker(SimpleWorker):
             self._took = False
             return
         with self.connection.pipeline() as pipe:
+            if self._idle:
+                self._idle = False
+                super().set_state(WorkerStatus.IDLE, pipe)
             super().heartbeat(timeout, pipe)
             pipe.execute()
 

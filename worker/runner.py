@@ -263,7 +263,8 @@ class Runner:
         finally:
             lease, self.lease = self.lease, None
             try:
-                self.store.drop_lease(lease)
+                if lease is not None:  # not dropped with the result
+                    self.store.drop_lease(lease)
             except Exception as exc:  # Redis away: the lease lapses and the task runs again (at least once)
                 log.warning("could not drop lease %s: %s", lease, exc)
 
@@ -429,8 +430,10 @@ class Runner:
                 tenant, computed, hits, len(computed), settings.result_cache_ttl_s, settings.result_cache_max_share
             )
         # one round trip: the chunks for the cache and the metadata first, then the result
+        # the lease goes in the same round trip, once the result is in (run_leased has none left to drop)
+        lease, self.lease = self.lease, None
         outcome = self.store.complete_task(
-            job_id, task, b"".join(parts), stats, meta=meta, cache=cache, whole=len(spec.tasks) == 1
+            job_id, task, b"".join(parts), stats, meta=meta, cache=cache, whole=len(spec.tasks) == 1, lease=lease
         )
         log.info(
             "task done",

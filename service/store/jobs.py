@@ -185,6 +185,7 @@ class JobRecords(StoreBase):
         meta: dict[str, Any] | None = None,
         cache: CacheWrite | None = None,
         whole: bool = False,
+        lease: str | None = None,
     ) -> int:
         """Store a task's result; -1 dropped (job final), 0 duplicate, 1 counted, 2 job done.
 
@@ -192,7 +193,8 @@ class JobRecords(StoreBase):
         cache (``cache``): a job submitted once this one is done finds them. ``stats`` feed
         /metrics, the dashboard's charts and tenant usage, once per distinct task. ``whole``:
         this result is its job's whole result (one task, no metadata); if it is small
-        (EVENT_RESULT_BYTES), the job's done event carries it.
+        (EVENT_RESULT_BYTES), the job's done event carries it. ``lease``: the task's lease,
+        dropped in the same round trip, after the result.
         """
         k = self.keys
         s = stats or TaskStats()
@@ -244,12 +246,15 @@ class JobRecords(StoreBase):
         ]
         # EVAL, not the registered script: a pipeline would first ask whether it is loaded
         pipe.eval(scripts.COMPLETE_TASK, len(keys), *keys, *args)
-        *before, outcome = pipe.execute(raise_on_error=False)
+        if lease is not None:
+            pipe.zrem(k.leases, lease)
+        replies = pipe.execute(raise_on_error=False)
+        outcome = replies[-2 if lease is not None else -1]
         if isinstance(outcome, Exception):
             raise outcome
-        for reply in before:  # the cache and the metadata are kept at best: the result is what counts
-            if isinstance(reply, Exception):
-                log.warning("task %s of job %s: a cache or metadata write failed: %s", task, job_id, reply)
+        for reply in replies:  # the cache, the metadata and the lease at best: the result is what counts
+            if isinstance(reply, Exception) and reply is not outcome:
+                log.warning("task %s of job %s: a cache, metadata or lease write failed: %s", task, job_id, reply)
         return int(outcome)
 
     def task_meta(self, job_id: str) -> dict[int, dict[str, Any]]:

@@ -225,3 +225,15 @@ def test_submissions_over_the_limit_wait_for_a_turn_then_get_429() -> None:
     order, code = asyncio.run(scenario())
     assert order.index("c in") > min(order.index("a out"), order.index("b out"))
     assert code == "too_many_concurrent_submissions" and "f in" not in order
+
+
+def test_a_tasks_lease_is_dropped_with_its_result(clean_redis: str) -> None:
+    store = Store(Redis.from_url(clean_redis))
+    make_job(store, "j11", 2)
+    lease = store.take_lease("j11", 0, 30.0)
+    other = store.take_lease("j11", 1, 30.0)
+    assert store.complete_task("j11", 0, b"slice", lease=lease) == 1
+    assert list(store.leases()) == [other] and store.results("j11") == {0: b"slice"}
+    store.finish("j11", "cancelled")
+    assert store.complete_task("j11", 1, b"late", lease=other) == -1  # dropped as well when the result is
+    assert store.leases() == {}
