@@ -265,6 +265,7 @@ class TaskWorker(SimpleWorker):
         """RQ's ``prepare_execution`` and ``prepare_job_execution`` (the execution record, the
         worker busy on the job, both heartbeats, the job started) and the job's PERSIST, in one
         transaction."""
+        self._took = False  # its heartbeat is in here, whether RQ asked for one since the take or not
         ttl = self.get_heartbeat_ttl(job)
         with self.connection.pipeline() as pipe:
             self.execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
