@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from traceback import format_exception
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qiskit import qpy
@@ -35,6 +35,9 @@ from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
 from .engines.device import DeviceEngine
 from .engines.lightning import LightningEngine
+
+if TYPE_CHECKING:  # torch is imported only where a GPU is asked for
+    from .engines.torch_sv import TorchEngine
 from .parameter_shift import parameter_shift
 
 log = logging.getLogger("qfleet.worker")
@@ -59,7 +62,7 @@ class _LRU(OrderedDict[Any, Any]):
         return value
 
 
-def gpu_engine(settings: Settings) -> Engine | None:
+def gpu_engine(settings: Settings) -> TorchEngine | None:
     """qfleet's torch engine on the GPU, when asked for (``QFLEET_GPU=auto``), torch is installed
     and it sees a CUDA device; else None and the CPU engines run everything."""
     if settings.gpu == "off":
@@ -201,6 +204,11 @@ class Runner:
                 return (*parameter_shift(engine, program, block), engine.name)
             return (*engine.estimate(program, block), None, engine.name)
         if gradient == "adjoint":
+            if self.gpu is not None and self.engine_order(block, program.num_qubits)[0] == "gpu":
+                try:  # autograd through the GPU run: exact, as adjoint differentiation is
+                    return (*self.gpu.gradient(program, block), f"{self.gpu.name}-autograd")
+                except EngineUnsupported as exc:
+                    log.debug("GPU gradient unavailable (%s); using Lightning's adjoint", exc)
             try:
                 return (*self.lightning.gradient(program, block), "lightning-adjoint")
             except EngineUnsupported as exc:

@@ -228,6 +228,41 @@ class TorchEngine:
             evs = evs[np.asarray(block.obs_index, dtype=int), np.arange(rows)]
         return evs, np.zeros_like(evs)
 
+    def gradient(self, program: Program, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """evs, stds and d(evs)/d(parameters), exact: torch's autograd through the same run, one
+        backward pass per observable (one in all for a zip block: its rows are independent).
+        Autograd keeps every intermediate state, so rows go in smaller chunks than a forward run's."""
+        if block.shots:
+            raise EngineUnsupported("the torch engine runs exact estimates only")
+        circuit, terms = self._prepared(program)
+        n, rows, P = program.num_qubits, len(block.values), program.circuit.num_parameters
+        K = len(program.observables)
+        chunk = max(1, self.memory_bytes // ((len(circuit.gates) + 4) * 16 << n))
+        values = torch.as_tensor(np.asarray(block.values, dtype=np.float64), device=self.device)
+        which = None if block.obs_index is None else torch.as_tensor(np.asarray(block.obs_index), device=self.device)
+        evs_parts, grad_parts = [], []
+        for lo in range(0, rows, chunk):
+            x = values[lo : lo + chunk].detach().requires_grad_(True)
+            with torch.enable_grad():
+                evs = self._run(circuit, terms, n, x)  # (K, rows of the chunk)
+                if which is not None:
+                    evs = evs[which[lo : lo + chunk], torch.arange(x.shape[0], device=self.device)]
+                    outputs = [evs.sum()]
+                else:
+                    outputs = [evs[k].sum() for k in range(K)]
+                grads = []
+                for k, output in enumerate(outputs):
+                    (g,) = torch.autograd.grad(output, x, retain_graph=k < len(outputs) - 1, allow_unused=True)
+                    grads.append(torch.zeros_like(x) if g is None else g)
+            evs_parts.append(evs.detach())
+            grad_parts.append(torch.stack(grads) if which is None else grads[0])  # (K, rows, P) or (rows, P)
+        if not evs_parts:
+            shape = (K, 0) if which is None else (0,)
+            return np.zeros(shape), np.zeros(shape), np.zeros(shape + (P,))
+        out = torch.cat(evs_parts, dim=-1).cpu().numpy()
+        grad = torch.cat(grad_parts, dim=-2).cpu().numpy()
+        return out, np.zeros_like(out), grad
+
     def _run(self, circuit: _Circuit, terms: _Terms, n: int, values: torch.Tensor) -> torch.Tensor:
         """(K, rows) evs of one chunk of rows."""
         rows = values.shape[0]
@@ -245,7 +280,7 @@ class TorchEngine:
                 if q in pending:
                     state = _apply_one(state, n, q, pending.pop(q))
             if gate.kind:
-                _apply_controlled(state, n, gate.kind, *gate.qubits)
+                state = _apply_controlled(state, n, gate.kind, *gate.qubits)
             else:
                 state = _apply(state, n, gate.qubits, matrix)
         for q, matrix in pending.items():
@@ -282,15 +317,24 @@ def _apply_one(state: torch.Tensor, n: int, q: int, matrix: torch.Tensor) -> tor
     return out.view(rows, 2**n)
 
 
-def _apply_controlled(state: torch.Tensor, n: int, kind: str, control: int, target: int) -> None:
-    """CX or CZ in place: only the half of the state where the control is 1 changes."""
-    view = state.view((state.shape[0],) + (2,) * n)
+def _apply_controlled(state: torch.Tensor, n: int, kind: str, control: int, target: int) -> torch.Tensor:
+    """CX or CZ: only the half of the state where the control is 1 changes. In place, unless
+    autograd records the run (a gradient), which needs every earlier state kept as it was."""
+    rows = state.shape[0]
+    view = state.view((rows,) + (2,) * n)
     half = view.select(n - control, 1)  # the target's axis moves down one if it came after the control
     axis = n - target if target > control else n - target - 1
+    if not torch.is_grad_enabled():
+        if kind == "cx":
+            half.copy_(half.flip(axis))
+        else:
+            half.select(axis, 1).neg_()
+        return state
     if kind == "cx":
-        half.copy_(half.flip(axis))
+        changed = half.flip(axis)
     else:
-        half.select(axis, 1).neg_()
+        changed = torch.stack((half.select(axis, 0), -half.select(axis, 1)), dim=axis)
+    return torch.stack((view.select(n - control, 0), changed), dim=n - control).reshape(rows, 2**n)
 
 
 def _apply(state: torch.Tensor, n: int, qubits: list[int], matrix: torch.Tensor) -> torch.Tensor:
