@@ -361,6 +361,7 @@ class Runner:
         found = dict(zip(wanted, self.store.cached_chunks(tenant, wanted)))
         computed: dict[str, bytes] = {}
         hits = 0
+        costs: dict[str, tuple[float, int]] = {}  # cost key -> CPU seconds and rows computed (learned prices)
         for (run, pub, program, blocks), keys in zip(runs, digests):
             i = run[0].pub
             sampler = pub.primitive == "sampler"
@@ -380,12 +381,16 @@ class Runner:
                         engine = engine or "result-cache"
                         hits += 1
                         continue
+                cpu = time.process_time()
                 if sampler:
                     chunks.append(self.sample(program, block, backend))
                     engine = f"{backend}-sampler"
                 else:
                     *result, engine = self.compute(program, block, pub.gradient, backend)
                     chunks.append(result)
+                if pub.cost_key:  # CPU time, not wall: a wait for the device's slot is not its cost
+                    spent, rows = costs.get(pub.cost_key, (0.0, 0))
+                    costs[pub.cost_key] = (spent + time.process_time() - cpu, rows + len(block.values))
                 if digest:
                     computed[digest] = chunks[-1] if sampler else pack_chunk(*chunks[-1])
             block = blocks[-1]
@@ -412,6 +417,11 @@ class Runner:
             elif spec.seed is not None and block.shots:
                 meta[str(i)] = {"seed": block.seed}
         self._payload, self._whole = {}, False
+        if costs:
+            try:
+                self.store.record_costs(tenant, backend, {k: spent / rows for k, (spent, rows) in costs.items()})
+            except Exception as exc:  # a price is advice: the result matters more
+                log.warning("recording the cost of task %s of job %s failed: %s", task, job_id, exc)
         stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
         cache = None
         if wanted:
