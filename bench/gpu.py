@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from typing import Any
 
@@ -33,16 +32,6 @@ from qfleet_server.worker.engines.lightning import LightningEngine
 IN_PROCESS = [(8, 256, 3), (12, 1, 3), (12, 256, 3), (16, 1, 3), (16, 256, 2), (20, 256, 1), (24, 8, 1)]
 THROUGH_SERVICE = [(16, 256), (20, 256)]
 GRADIENTS = [(12, 64), (16, 64)]
-
-
-def timed(fn: Any, repeats: int) -> float:
-    """The median of ``repeats`` calls of a warm ``fn``."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def in_process(n: int, B: int, repeats: int, gpu_repeats: int) -> dict[str, Any]:
@@ -67,9 +56,9 @@ def in_process(n: int, B: int, repeats: int, gpu_repeats: int) -> dict[str, Any]
     want = aer()
     np.testing.assert_allclose(lightning.estimate(program, Block(values=values))[0], want, atol=1e-8)
     np.testing.assert_allclose(on_gpu(), want, atol=1e-8)
-    t_aer = timed(aer, repeats)
-    t_light = timed(lambda: lightning.estimate(program, Block(values=values)), repeats)
-    t_gpu = timed(on_gpu, gpu_repeats)
+    t_aer = median_time(aer, repeats, warm=False)
+    t_light = median_time(lambda: lightning.estimate(program, Block(values=values)), repeats, warm=False)
+    t_gpu = median_time(on_gpu, gpu_repeats, warm=False)
     best = min(t_aer, t_light)
     row = {
         "work": f"forward n={n} B={B}",
@@ -106,8 +95,8 @@ def gradient_in_process(n: int, B: int, gpu_repeats: int) -> dict[str, Any]:
 
     _, _, want = lightning.gradient(program, Block(values=values))  # each check is the warm-up
     np.testing.assert_allclose(on_gpu()[2], want, atol=1e-8)
-    t_cpu = timed(lambda: lightning.gradient(program, Block(values=values)), 1)
-    t_gpu = timed(on_gpu, gpu_repeats)
+    t_cpu = median_time(lambda: lightning.gradient(program, Block(values=values)), 1, warm=False)
+    t_gpu = median_time(on_gpu, gpu_repeats, warm=False)
     print(
         f"gradient n={n} B={B}: Lightning adjoint {t_cpu * 1e3:.1f} ms, GPU autograd {t_gpu * 1e3:.1f} ms "
         f"-> the GPU {t_cpu / t_gpu:.2f}x as fast",
@@ -135,7 +124,7 @@ def gradient_through_service(rows: list[dict[str, Any]], target_s: float, repeat
             program = Program(circuit, [o[0] for o in z_observables(n)])
             _, _, want = LightningEngine(os.cpu_count() or 1).gradient(program, Block(values=values))
             np.testing.assert_allclose(got, want, atol=1e-8)
-            t = timed(service, repeats)
+            t = median_time(service, repeats, warm=False)
             out.append({**row, "task_target_s": target_s, "service_s": t})
             print(
                 f"service gradient='auto' (tasks {target_s} s) n={n} B={B}: {t * 1e3:.1f} ms; "
@@ -166,7 +155,7 @@ def through_service(
                 return client.estimate([(c, o, v)]).result(timeout=600, progress=False)[0].evs
 
             np.testing.assert_allclose(service(), direct_aer(circuit, obs, values)(), atol=1e-8)
-            t = median_time(service, repeats)
+            t = median_time(service, repeats, warm=False)
             cpu = next(r for r in rows if r["work"] == f"forward n={n} B={B}")
             best = min(cpu["aer_s"], cpu["lightning_engine_s"])
             out.append(
