@@ -1,12 +1,15 @@
 """Torch: qfleet's own batched statevector engine, for a GPU.
 
-Every row of a block runs at once. The state is a (rows, 2, ..., 2) complex128 tensor on the
-engine's device, and each gate is one einsum over the whole batch, with a parameterized gate's
-matrices built on the device from the rows' angles. A run of one-qubit gates on a qubit is
-multiplied into one matrix first, so it costs one pass over the state. Expectation values group
-the observables' Pauli terms by their X part: per group, one gather of the state and one product
-with the group's (2^n, terms) phase matrix. Exact estimates only; the runner picks this engine
-where a GPU is present (``QFLEET_GPU``), and the same code runs on the CPU in the tests.
+Every row of a block runs at once. The state is a (rows, 2^n) complex128 tensor on the engine's
+device. A parameterized gate's matrices are built on the device for all rows (and all one-angle
+gates of a size) in one einsum; a run of one-qubit gates on a qubit is multiplied into one
+matrix first, then applied elementwise to the two halves of the state along that qubit; CX and
+CZ act on the control's half only; other gates are one einsum each. Expectation values group
+the observables' Pauli terms by their X part: per group, one gather of the state, then one
+product with the group's (2^n, terms) phase matrix, or, where that would be large, a sum halved
+one qubit at a time per term. Gradients are torch's autograd through the same run. Exact
+estimates only; the runner picks this engine where a GPU is present (``QFLEET_GPU``), and the
+same code runs on the CPU in the tests.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ _SKIP = {"barrier", "id", "delay", "global_phase"}  # a global phase changes no 
 # checked at 2 more; a gate that fails the check is left to the other engines.
 _FIT_ANGLES = np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2, 2 * np.pi / 3])
 _CHECK_ANGLES = (0.3141, -2.2719)
-# Phase matrices kept per program, in entries (2^n x terms); a wider program goes to the other engines.
-_MAX_PHASE_ENTRIES = 1 << 26
+# Phase matrices are kept with a compiled program (on the GPU, for each of the runner's cached
+# programs) up to this many entries, 16 MiB; past it, each term's sum is halved qubit by qubit.
+_MAX_PHASE_ENTRIES = 1 << 20
 _LETTERS = string.ascii_letters[:-1]  # einsum subscripts: one per state axis, plus the gate's new ones ("Z": rows)
 
 
@@ -144,7 +148,7 @@ class _Circuit:
 class _Group:
     """Pauli terms with one X part: <P> = sum_i conj(psi_i) psi_(i ^ x) (-1)^|i & z| (-i)^power."""
 
-    gather: torch.Tensor | None  # i ^ x for each i; None when x = 0 (the terms are I/Z)
+    x: int  # the X part's bit mask; 0: the terms are I/Z, and the sum is over probabilities
     phases: torch.Tensor | None  # (2^n, terms) of the sum's factors; None past _MAX_PHASE_ENTRIES
     terms: list[tuple[int, int, int]]  # (term id, z mask, power)
 
@@ -172,12 +176,13 @@ def _terms(n: int, observables: list[SparsePauliOp], device: torch.device) -> _T
             row.append((count, float(np.real(coeff))))
             count += 1
         coeffs.append(row)
-    index = torch.arange(2**n, device=device, dtype=torch.int64)
     with_matrices = (2**n) * count <= _MAX_PHASE_ENTRIES
+    index = torch.arange(2**n, device=device, dtype=torch.int64) if with_matrices else None
     groups = []
     for x, terms in by_x.items():
         phases = None
         if with_matrices:
+            assert index is not None
             phases = torch.empty((2**n, len(terms)), dtype=torch.complex128, device=device)
             for j, (_, z, power) in enumerate(terms):
                 parity = torch.zeros_like(index)
@@ -187,7 +192,7 @@ def _terms(n: int, observables: list[SparsePauliOp], device: torch.device) -> _T
                 phases[:, j] = (1.0 - 2.0 * parity.to(torch.float64)) * (-1j) ** power
             if x == 0:
                 phases = phases.real.contiguous()  # I/Z only: probabilities times real signs
-        groups.append(_Group(None if x == 0 else index ^ x, phases, terms))
+        groups.append(_Group(x, phases, terms))
     matrix = torch.zeros((len(observables), count), dtype=torch.float64, device=device)
     for k, row in enumerate(coeffs):
         for t, c in row:
@@ -358,10 +363,11 @@ def _expectations(state: torch.Tensor, terms: _Terms, n: int) -> torch.Tensor:
     """(K, rows) from a (rows, 2^n) state."""
     values = torch.zeros((terms.coeffs.shape[1], state.shape[0]), dtype=torch.float64, device=state.device)
     for group in terms.groups:
-        if group.gather is None:
+        if group.x == 0:
             products = state.real**2 + state.imag**2
-        else:
-            products = state.conj() * state[:, group.gather]
+        else:  # amplitude i times that of i ^ x
+            flipped = torch.arange(state.shape[1], device=state.device) ^ group.x
+            products = state.conj() * state[:, flipped]
         ids = [t for t, _, _ in group.terms]
         if group.phases is not None:
             values[ids] = (products @ group.phases).real.T
