@@ -170,7 +170,10 @@ def test_api_restart_mid_job(fault_stack: Stack, fclient: Client) -> None:
 
 def test_retries_exhausted_fail_the_job_with_the_reason(fault_stack: Stack, fclient: Client) -> None:
     wide = training_ansatz(N)
-    blocker = fclient.estimate([(wide, z_observables(N), np.zeros((2000, wide.num_parameters)))])  # fills the low lane
+    # fills the low lane: distinct rows, which the result cache cannot answer (zeros ran as cache hits,
+    # so the lane emptied within the small job's submit-and-wait and it could finish before its payload went)
+    rows = np.random.default_rng().uniform(0, 1, (2000, wide.num_parameters))
+    blocker = fclient.estimate([(wide, z_observables(N), rows)])
     circuit, obs = training_ansatz(4), z_observables(4)
     store = store_of(fault_stack)
     job = fclient.estimate([(circuit, obs, np.zeros((2, circuit.num_parameters)))], priority="low")  # queued behind it
