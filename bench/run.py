@@ -37,8 +37,10 @@ RESULTS = Path(__file__).parent / "results"
 NO_CACHE = {"QFLEET_RESULT_CACHE_TTL_S": "0"}
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm
+def median_time(fn: Callable[[], Any], repeats: int, warm: bool = True) -> float:
+    """The median of ``repeats`` timed calls of ``fn``, after one untimed call unless ``warm`` is off."""
+    if warm:
+        fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -31,8 +31,8 @@ from .admission import Admission
 from .backends import Backend, all_backends
 from .errors import Conflict, InvalidRequest, NotFound
 from .parsing import shared_pool
-from .planner import plan_job, price_job
-from .pubs import CircuitCache, ObservablesCache, parse_pub
+from .planner import choose_mode, cost_key, learns_price, plan_job, price_job
+from .pubs import CircuitCache, ObservablesCache, ParsedPub, parse_pub
 from .result_cache import cacheable, engine_version, job_digest
 from .settings import Settings, TenantLimits
 from .store import Store, whole
@@ -101,6 +101,12 @@ class JobService:
     def forget_limits(self, tenant: str) -> None:
         self.admission.forget_limits(tenant)
 
+    def _measured_costs(self, pubs: list[ParsedPub], tenant: str, backend: str, noise: bool) -> None:
+        """Each device PUB's measured cost per row, where its price is learned (one round trip)."""
+        learned = [(p, cost_key(p, choose_mode(p))) for p in pubs if learns_price(p, True, noise)]
+        for (pub, _), seconds in zip(learned, self.store.measured_costs(tenant, backend, [k for _, k in learned])):
+            pub.measured_row_s = seconds
+
     def submit(
         self, request: JobRequest, tenant: str, idempotency_key: str | None = None, job_id: str | None = None
     ) -> tuple[JobInfo, float, Written | None]:
@@ -121,6 +127,8 @@ class JobService:
         ]
         options = request.options
         noise = True if options.noise is None else options.noise
+        if backend.is_device:
+            self._measured_costs(pubs, tenant, backend.name, noise)
         price = price_job(pubs, backend.is_device, noise)
         admission.check_price(price, limits, backend)
         plan = plan_job(

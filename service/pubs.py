@@ -42,6 +42,9 @@ class ParsedPub:
     shots: int  # 0 = exact
     gradient: str | None = None  # resolved method: "adjoint" | "parameter-shift"
     primitive: str = "estimator"
+    # device PUBs: CPU seconds a row took in this tenant's earlier tasks of the same work
+    # (planner.cost_key), which prices it where the device model's figure is far too high
+    measured_row_s: float | None = None
 
     @property
     def registers(self) -> list[tuple[str, list[int]]] | None:

@@ -49,6 +49,7 @@ class PubSpec:
     primitive: str = "estimator"  # "sampler": a row gives shots of packed clbit memory
     clbits: int = 0
     registers: list[tuple[str, list[int]]] | None = None  # sampler: (name, clbit indices) per register
+    cost_key: str = ""  # device PUBs whose price can be learned: the key workers record its cost under
 
     def sample_bytes(self, rows: int) -> int:
         """Sampler PUBs: bytes for ``rows`` rows, shots x the clbits packed (Qiskit's BitArray layout)."""

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from traceback import format_exception
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qiskit import qpy
@@ -36,6 +36,9 @@ from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
 from .engines.device import DeviceEngine
 from .engines.lightning import LightningEngine
+
+if TYPE_CHECKING:  # torch is imported only where a GPU is asked for
+    from .engines.torch_sv import TorchEngine
 from .parameter_shift import parameter_shift
 
 log = logging.getLogger("qfleet.worker")
@@ -61,7 +64,7 @@ class _LRU(OrderedDict[Any, Any]):
         return value
 
 
-def gpu_engine(settings: Settings) -> Engine | None:
+def gpu_engine(settings: Settings) -> TorchEngine | None:
     """qfleet's torch engine on the GPU, when asked for (``QFLEET_GPU=auto``), torch is installed
     and it sees a CUDA device; else None and the CPU engines run everything."""
     if settings.gpu == "off":
@@ -204,6 +207,11 @@ class Runner:
                 return (*parameter_shift(engine, program, block), engine.name)
             return (*engine.estimate(program, block), None, engine.name)
         if gradient == "adjoint":
+            if self.gpu is not None and self.engine_order(block, program.num_qubits)[0] == "gpu":
+                try:  # autograd through the GPU run: exact, as adjoint differentiation is
+                    return (*self.gpu.gradient(program, block), f"{self.gpu.name}-autograd")
+                except EngineUnsupported as exc:
+                    log.debug("GPU gradient unavailable (%s); using Lightning's adjoint", exc)
             try:
                 return (*self.lightning.gradient(program, block), "lightning-adjoint")
             except EngineUnsupported as exc:
@@ -371,6 +379,7 @@ class Runner:
         found = dict(zip(wanted, self.store.cached_chunks(tenant, wanted)))
         computed: dict[str, bytes] = {}
         hits = 0
+        costs: dict[str, tuple[float, int]] = {}  # cost key -> CPU seconds and rows computed (learned prices)
         for (run, pub, program, blocks), keys in zip(runs, digests):
             i = run[0].pub
             sampler = pub.primitive == "sampler"
@@ -390,12 +399,16 @@ class Runner:
                         engine = engine or "result-cache"
                         hits += 1
                         continue
+                cpu = time.process_time()
                 if sampler:
                     chunks.append(self.sample(program, block, backend))
                     engine = f"{backend}-sampler"
                 else:
                     *result, engine = self.compute(program, block, pub.gradient, backend)
                     chunks.append(result)
+                if pub.cost_key:  # CPU time, not wall: a wait for the device's slot is not its cost
+                    spent, rows = costs.get(pub.cost_key, (0.0, 0))
+                    costs[pub.cost_key] = (spent + time.process_time() - cpu, rows + len(block.values))
                 if digest:
                     computed[digest] = chunks[-1] if sampler else pack_chunk(*chunks[-1])
             block = blocks[-1]
@@ -422,6 +435,11 @@ class Runner:
             elif spec.seed is not None and block.shots:
                 meta[str(i)] = {"seed": block.seed}
         self._payload, self._whole = {}, False
+        if costs:
+            try:
+                self.store.record_costs(tenant, backend, {k: spent / rows for k, (spent, rows) in costs.items()})
+            except Exception as exc:  # a price is advice: the result matters more
+                log.warning("recording the cost of task %s of job %s failed: %s", task, job_id, exc)
         stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
         cache = None
         if wanted:

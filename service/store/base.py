@@ -23,6 +23,7 @@ class StoreBase:
         self._started = redis.register_script(scripts.MARK_STARTED)
         self._finish = redis.register_script(scripts.FINISH)
         self._rate = redis.register_script(scripts.RATE)
+        self._lower_costs = redis.register_script(scripts.LOWER_COSTS)
         self._reopen = redis.register_script(scripts.REOPEN)
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._take = redis.register_script(scripts.TAKE)

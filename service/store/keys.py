@@ -16,6 +16,10 @@ Across jobs, expiring after the result-cache TTL (see ``service/store/cache.py``
 
 - ``{p}:cache:{tenant}:{digest}``      one computed chunk of results
 - ``{p}:cache:{tenant}:job:{digest}``  hash: a whole job's result slices ``r{task}``, task metadata ``m{task}``
+
+Per tenant and device backend, expiring a day after the last write:
+
+- ``{p}:cost:{tenant}:{backend}``      hash: ``planner.cost_key`` -> CPU seconds a row took (learned prices)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ EVENTS_CHANNEL = "events"
 EVENT_RESULT_BYTES = 16 * 1024  # a one-task job's result up to this size comes with its done event
 JOB_TTL_S = 24 * 3600
 IDEMPOTENCY_TTL_S = 24 * 3600
+COST_TTL_S = 24 * 3600
 LANES = ("high", "normal", "low")
 
 TASK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -83,6 +88,10 @@ class Keys:
     def job_cache(self, tenant: str, digest: str) -> str:
         """A whole job's results, by the SHA-256 of the job (``qfleet_server.result_cache.job_digest``)."""
         return f"{self.p}:cache:{tenant}:job:{digest}"
+
+    def costs(self, tenant: str, backend: str) -> str:
+        """Hash: CPU seconds a row of a tenant's device work took, by ``planner.cost_key``."""
+        return f"{self.p}:cost:{tenant}:{backend}"
 
     def tenant_jobs(self, tenant: str) -> str:
         return f"{self.p}:tenant:{tenant}:jobs"

@@ -188,6 +188,17 @@ return 0
 """
 
 # Moves a job that is not yet final to a final status; returns 1 if it did.
+# Learned prices: each field keeps the least CPU seconds a row of that work took (a task that
+# also compiled the circuit, or ran one row per call, measures more than the work costs).
+LOWER_COSTS = """
+for i = 1, #ARGV - 1, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if not current or tonumber(ARGV[i + 1]) < current then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[#ARGV])
+return 1
+"""
+
 FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end

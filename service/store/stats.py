@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import StoreBase
+from .keys import COST_TTL_S
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,18 @@ class Statistics(StoreBase):
 
     def recent_tasks(self, limit: int = 5000) -> list[dict[str, Any]]:
         return [json.loads(r) for r in self.redis.lrange(self.keys.recent_tasks, 0, limit - 1)]  # type: ignore[union-attr]
+
+    def measured_costs(self, tenant: str, backend: str, cost_keys: list[str]) -> list[float | None]:
+        """CPU seconds a row of each work took in the tenant's earlier tasks (None: not run yet)."""
+        if not cost_keys:
+            return []
+        raw = self.redis.hmget(self.keys.costs(tenant, backend), cost_keys)
+        return [None if v is None else float(v) for v in raw]  # type: ignore[union-attr]
+
+    def record_costs(self, tenant: str, backend: str, costs: dict[str, float]) -> None:
+        """What a row of each work just took: each keeps its least figure, the hash lives a day."""
+        args: list[Any] = [x for k, v in costs.items() for x in (k, repr(v))]
+        self._lower_costs(keys=[self.keys.costs(tenant, backend)], args=[*args, COST_TTL_S])
 
     def usage(self, tenant: str) -> dict[str, float]:
         return {k.decode(): float(v) for k, v in self.redis.hgetall(self.keys.usage(tenant)).items()}  # type: ignore[union-attr]

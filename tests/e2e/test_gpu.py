@@ -13,6 +13,8 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.primitives import EstimatorV2
 
 from qfleet_server.stack import Stack, free_port
+from qfleet_server.worker.engines import Block, Program
+from qfleet_server.worker.engines.lightning import LightningEngine
 from tests.conftest import random_circuit, training_ansatz
 
 torch = pytest.importorskip("torch")
@@ -43,6 +45,11 @@ def test_wide_exact_jobs_run_on_the_gpu_and_match_aer(tmp_path) -> None:  # type
         reference = EstimatorV2().run(native).result()
         for got, want in zip(results, reference):
             np.testing.assert_allclose(got.evs, want.data.evs, atol=1e-8)
+        with_gradient = client.estimate([(wide, wide_obs, wide_values)], gradient="auto").result(timeout=300)[0]
+        program = Program(wide, [o[0] for o in wide_obs])
+        _, _, adjoint = LightningEngine(1).gradient(program, Block(values=wide_values))
+        np.testing.assert_allclose(with_gradient.gradient, adjoint, atol=1e-8)
         log = (tmp_path / "worker0.log").read_text()
         assert "torch-cuda" in log  # the wide PUBs ran on the GPU
+        assert "torch-cuda-autograd" in log  # and so did the gradient
         assert "'lightning'" in log or '"lightning"' in log  # the 4-qubit one on the CPU

@@ -102,3 +102,24 @@ def test_noisy_estimates_run_on_the_density_matrix_engine_and_match_the_noise_mo
             support = [q for q, ch in enumerate(reversed(label)) if ch != "I"]
             exact = rho.expectation_value(obs).real * np.prod([1 - 2 * readout[q][0, 1] for q in support])
             assert abs(result.evs[k, j] - exact) < 5 * result.stds[k, j]
+
+
+def test_noisy_jobs_are_priced_from_the_runs_before_them(client: Client) -> None:
+    """The device model prices a noisy row at a full density matrix (about a second at n=8);
+    the workers record what a row of that work took, and the next job of the same circuit,
+    observables and shots is priced from it: a few tasks instead of one per row or two."""
+    circuit = training_ansatz(8)
+    observables = [["I" * (7 - i) + "Z" + "I" * i] for i in range(8)]
+    rng = np.random.default_rng()
+    tasks = []
+    for _ in range(3):  # fresh values each time: nothing comes from the result cache
+        job = client.estimate(
+            [(circuit, observables, rng.uniform(0, 2 * np.pi, (16, circuit.num_parameters)))],
+            backend="wukong72",
+            shots=1024,
+        )
+        result = job.result(timeout=300)[0]
+        assert result.evs.shape == (8, 16) and np.all(np.abs(result.evs) <= 1)
+        tasks.append(job.status().progress.tasks_total)
+    assert tasks[0] >= 8  # a row or two per task: the model's price
+    assert tasks[2] <= 4  # the measured price: a share per worker

@@ -141,3 +141,34 @@ def test_assembly_inverts_sharding_over_workers(workers: int) -> None:
         k = np.broadcast_to(np.arange(len(pub.observables)).reshape(pub.obs_shape), pub.shape)
         m = np.broadcast_to(np.arange(len(pub.values)).reshape(pub.par_shape), pub.shape)
         assert np.array_equal(res["evs"], fake_value(k, m))
+
+
+def test_noisy_device_pubs_are_priced_from_measured_runs() -> None:
+    from dataclasses import replace
+
+    from qfleet_server.planner import MEASURED_MARGIN, cost_key, learns_price, price_job, row_seconds
+
+    pub = replace(make_pub((3, 1), (16,), n=8, P=4), shots=1024)
+    model = row_seconds(pub, "product", device=True, noise=True)
+    assert learns_price(pub, True, True)
+    assert not learns_price(pub, True, False)  # noise off: Aer, priced by its model
+    assert not learns_price(pub, False, True)  # simulators: not device work
+    assert not learns_price(replace(pub, info=describe(QuantumCircuit(13))), True, True)  # MPS costs follow values
+
+    measured = replace(pub, measured_row_s=0.0004)
+    assert row_seconds(measured, "product", device=True, noise=True) == pytest.approx(MEASURED_MARGIN * 0.0004)
+    assert row_seconds(measured, "product", device=True, noise=False) == row_seconds(
+        pub, "product", device=True, noise=False
+    )
+    assert row_seconds(replace(pub, measured_row_s=1e6), "product", device=True, noise=True) == model  # never above
+    assert price_job([measured], device=True).seconds == pytest.approx(16 * MEASURED_MARGIN * 0.0004)
+    plan = plan_job([measured], 0.1, device=True)
+    assert len(plan.tasks) == 1 and plan.spec.pubs[0].cost_key == cost_key(pub, "product")
+    assert len(plan_job([pub], 0.1, device=True).tasks) == 16  # the model: a row is a task
+    assert plan_job([pub], 0.1, device=True, noise=False).spec.pubs[0].cost_key == ""
+
+    # the key follows what the cost depends on, not the parameter values
+    assert cost_key(replace(pub, values=pub.values + 1), "product") == cost_key(pub, "product")
+    assert cost_key(replace(pub, shots=2048), "product") != cost_key(pub, "product")
+    assert cost_key(replace(pub, observables=[{"X" * 8: 1.0}] * 3), "product") != cost_key(pub, "product")
+    assert cost_key(pub, "zip") != cost_key(pub, "product")

@@ -19,6 +19,7 @@ from qfleet_server.worker.engines import Block, EngineUnsupported, Program
 from qfleet_server.worker.runner import gpu_engine
 from tests.conftest import random_circuit, training_ansatz
 from tests.unit.test_engines import exact, random_observables
+from tests.unit.test_gradients import finite_difference
 
 torch = pytest.importorskip("torch")
 from qfleet_server.worker.engines.torch_sv import TorchEngine  # noqa: E402
@@ -134,6 +135,29 @@ def test_gpu_engine_only_where_a_gpu_is_asked_for_and_present() -> None:
         assert engine is not None and engine.name == "torch-cuda"
     else:
         assert engine is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_autograd_gradient_matches_finite_differences_and_lightning_adjoint(seed: int) -> None:
+    from qfleet_server.worker.engines.lightning import LightningEngine
+
+    rng = np.random.default_rng()  # fresh every run
+    n = int(rng.integers(2, 6))
+    circuit = random_circuit(n, rng)
+    program = Program(circuit, random_observables(n, 3, rng, diagonal=bool(seed % 2)))
+    values = rng.uniform(-np.pi, np.pi, (int(rng.integers(1, 7)), circuit.num_parameters))
+    engine = TorchEngine(DEVICE, memory_bytes=(len(circuit.data) + 4) * 16 * 2**n * 2)  # chunks of 2 rows
+    evs, stds, grad = engine.gradient(program, Block(values=values))
+    np.testing.assert_allclose(evs, exact(program, values), atol=1e-10)
+    assert np.all(stds == 0)
+    np.testing.assert_allclose(grad, finite_difference(circuit, program.observables, values), atol=1e-6)
+    _, _, adjoint = LightningEngine(1).gradient(program, Block(values=values))
+    np.testing.assert_allclose(grad, adjoint, atol=1e-10)
+    obs_index = rng.integers(0, 3, len(values))  # zip: observable obs_index[j] with row j
+    evs, _, grad_zip = engine.gradient(program, Block(values=values, obs_index=obs_index))
+    rows = np.arange(len(values))
+    np.testing.assert_allclose(evs, exact(program, values)[obs_index, rows], atol=1e-10)
+    np.testing.assert_allclose(grad_zip, adjoint[obs_index, rows], atol=1e-10)
 
 
 def test_exact_blocks_go_to_the_gpu_from_gpu_min_amplitudes() -> None:

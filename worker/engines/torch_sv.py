@@ -1,12 +1,15 @@
 """Torch: qfleet's own batched statevector engine, for a GPU.
 
-Every row of a block runs at once. The state is a (rows, 2, ..., 2) complex128 tensor on the
-engine's device, and each gate is one einsum over the whole batch, with a parameterized gate's
-matrices built on the device from the rows' angles. A run of one-qubit gates on a qubit is
-multiplied into one matrix first, so it costs one pass over the state. Expectation values group
-the observables' Pauli terms by their X part: per group, one gather of the state and one product
-with the group's (2^n, terms) phase matrix. Exact estimates only; the runner picks this engine
-where a GPU is present (``QFLEET_GPU``), and the same code runs on the CPU in the tests.
+Every row of a block runs at once. The state is a (rows, 2^n) complex128 tensor on the engine's
+device. A parameterized gate's matrices are built on the device for all rows (and all one-angle
+gates of a size) in one einsum; a run of one-qubit gates on a qubit is multiplied into one
+matrix first, then applied elementwise to the two halves of the state along that qubit; CX and
+CZ act on the control's half only; other gates are one einsum each. Expectation values group
+the observables' Pauli terms by their X part: per group, one gather of the state, then one
+product with the group's (2^n, terms) phase matrix, or, where that would be large, a sum halved
+one qubit at a time per term. Gradients are torch's autograd through the same run. Exact
+estimates only; the runner picks this engine where a GPU is present (``QFLEET_GPU``), and the
+same code runs on the CPU in the tests.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ _SKIP = {"barrier", "id", "delay", "global_phase"}  # a global phase changes no 
 # checked at 2 more; a gate that fails the check is left to the other engines.
 _FIT_ANGLES = np.array([0.0, np.pi / 2, np.pi, 3 * np.pi / 2, 2 * np.pi / 3])
 _CHECK_ANGLES = (0.3141, -2.2719)
-# Phase matrices kept per program, in entries (2^n x terms); a wider program goes to the other engines.
-_MAX_PHASE_ENTRIES = 1 << 26
+# Phase matrices are kept with a compiled program (on the GPU, for each of the runner's cached
+# programs) up to this many entries, 16 MiB; past it, each term's sum is halved qubit by qubit.
+_MAX_PHASE_ENTRIES = 1 << 20
 _LETTERS = string.ascii_letters[:-1]  # einsum subscripts: one per state axis, plus the gate's new ones ("Z": rows)
 
 
@@ -144,7 +148,7 @@ class _Circuit:
 class _Group:
     """Pauli terms with one X part: <P> = sum_i conj(psi_i) psi_(i ^ x) (-1)^|i & z| (-i)^power."""
 
-    gather: torch.Tensor | None  # i ^ x for each i; None when x = 0 (the terms are I/Z)
+    x: int  # the X part's bit mask; 0: the terms are I/Z, and the sum is over probabilities
     phases: torch.Tensor | None  # (2^n, terms) of the sum's factors; None past _MAX_PHASE_ENTRIES
     terms: list[tuple[int, int, int]]  # (term id, z mask, power)
 
@@ -172,12 +176,13 @@ def _terms(n: int, observables: list[SparsePauliOp], device: torch.device) -> _T
             row.append((count, float(np.real(coeff))))
             count += 1
         coeffs.append(row)
-    index = torch.arange(2**n, device=device, dtype=torch.int64)
     with_matrices = (2**n) * count <= _MAX_PHASE_ENTRIES
+    index = torch.arange(2**n, device=device, dtype=torch.int64) if with_matrices else None
     groups = []
     for x, terms in by_x.items():
         phases = None
         if with_matrices:
+            assert index is not None
             phases = torch.empty((2**n, len(terms)), dtype=torch.complex128, device=device)
             for j, (_, z, power) in enumerate(terms):
                 parity = torch.zeros_like(index)
@@ -187,7 +192,7 @@ def _terms(n: int, observables: list[SparsePauliOp], device: torch.device) -> _T
                 phases[:, j] = (1.0 - 2.0 * parity.to(torch.float64)) * (-1j) ** power
             if x == 0:
                 phases = phases.real.contiguous()  # I/Z only: probabilities times real signs
-        groups.append(_Group(None if x == 0 else index ^ x, phases, terms))
+        groups.append(_Group(x, phases, terms))
     matrix = torch.zeros((len(observables), count), dtype=torch.float64, device=device)
     for k, row in enumerate(coeffs):
         for t, c in row:
@@ -228,6 +233,41 @@ class TorchEngine:
             evs = evs[np.asarray(block.obs_index, dtype=int), np.arange(rows)]
         return evs, np.zeros_like(evs)
 
+    def gradient(self, program: Program, block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """evs, stds and d(evs)/d(parameters), exact: torch's autograd through the same run, one
+        backward pass per observable (one in all for a zip block: its rows are independent).
+        Autograd keeps every intermediate state, so rows go in smaller chunks than a forward run's."""
+        if block.shots:
+            raise EngineUnsupported("the torch engine runs exact estimates only")
+        circuit, terms = self._prepared(program)
+        n, rows, P = program.num_qubits, len(block.values), program.circuit.num_parameters
+        K = len(program.observables)
+        chunk = max(1, self.memory_bytes // ((len(circuit.gates) + 4) * 16 << n))
+        values = torch.as_tensor(np.asarray(block.values, dtype=np.float64), device=self.device)
+        which = None if block.obs_index is None else torch.as_tensor(np.asarray(block.obs_index), device=self.device)
+        evs_parts, grad_parts = [], []
+        for lo in range(0, rows, chunk):
+            x = values[lo : lo + chunk].detach().requires_grad_(True)
+            with torch.enable_grad():
+                evs = self._run(circuit, terms, n, x)  # (K, rows of the chunk)
+                if which is not None:
+                    evs = evs[which[lo : lo + chunk], torch.arange(x.shape[0], device=self.device)]
+                    outputs = [evs.sum()]
+                else:
+                    outputs = [evs[k].sum() for k in range(K)]
+                grads = []
+                for k, output in enumerate(outputs):
+                    (g,) = torch.autograd.grad(output, x, retain_graph=k < len(outputs) - 1, allow_unused=True)
+                    grads.append(torch.zeros_like(x) if g is None else g)
+            evs_parts.append(evs.detach())
+            grad_parts.append(torch.stack(grads) if which is None else grads[0])  # (K, rows, P) or (rows, P)
+        if not evs_parts:
+            shape = (K, 0) if which is None else (0,)
+            return np.zeros(shape), np.zeros(shape), np.zeros(shape + (P,))
+        out = torch.cat(evs_parts, dim=-1).cpu().numpy()
+        grad = torch.cat(grad_parts, dim=-2).cpu().numpy()
+        return out, np.zeros_like(out), grad
+
     def _run(self, circuit: _Circuit, terms: _Terms, n: int, values: torch.Tensor) -> torch.Tensor:
         """(K, rows) evs of one chunk of rows."""
         rows = values.shape[0]
@@ -245,7 +285,7 @@ class TorchEngine:
                 if q in pending:
                     state = _apply_one(state, n, q, pending.pop(q))
             if gate.kind:
-                _apply_controlled(state, n, gate.kind, *gate.qubits)
+                state = _apply_controlled(state, n, gate.kind, *gate.qubits)
             else:
                 state = _apply(state, n, gate.qubits, matrix)
         for q, matrix in pending.items():
@@ -282,15 +322,24 @@ def _apply_one(state: torch.Tensor, n: int, q: int, matrix: torch.Tensor) -> tor
     return out.view(rows, 2**n)
 
 
-def _apply_controlled(state: torch.Tensor, n: int, kind: str, control: int, target: int) -> None:
-    """CX or CZ in place: only the half of the state where the control is 1 changes."""
-    view = state.view((state.shape[0],) + (2,) * n)
+def _apply_controlled(state: torch.Tensor, n: int, kind: str, control: int, target: int) -> torch.Tensor:
+    """CX or CZ: only the half of the state where the control is 1 changes. In place, unless
+    autograd records the run (a gradient), which needs every earlier state kept as it was."""
+    rows = state.shape[0]
+    view = state.view((rows,) + (2,) * n)
     half = view.select(n - control, 1)  # the target's axis moves down one if it came after the control
     axis = n - target if target > control else n - target - 1
+    if not torch.is_grad_enabled():
+        if kind == "cx":
+            half.copy_(half.flip(axis))
+        else:
+            half.select(axis, 1).neg_()
+        return state
     if kind == "cx":
-        half.copy_(half.flip(axis))
+        changed = half.flip(axis)
     else:
-        half.select(axis, 1).neg_()
+        changed = torch.stack((half.select(axis, 0), -half.select(axis, 1)), dim=axis)
+    return torch.stack((view.select(n - control, 0), changed), dim=n - control).reshape(rows, 2**n)
 
 
 def _apply(state: torch.Tensor, n: int, qubits: list[int], matrix: torch.Tensor) -> torch.Tensor:
@@ -314,10 +363,11 @@ def _expectations(state: torch.Tensor, terms: _Terms, n: int) -> torch.Tensor:
     """(K, rows) from a (rows, 2^n) state."""
     values = torch.zeros((terms.coeffs.shape[1], state.shape[0]), dtype=torch.float64, device=state.device)
     for group in terms.groups:
-        if group.gather is None:
+        if group.x == 0:
             products = state.real**2 + state.imag**2
-        else:
-            products = state.conj() * state[:, group.gather]
+        else:  # amplitude i times that of i ^ x
+            flipped = torch.arange(state.shape[1], device=state.device) ^ group.x
+            products = state.conj() * state[:, flipped]
         ids = [t for t, _, _ in group.terms]
         if group.phases is not None:
             values[ids] = (products @ group.phases).real.T
