@@ -44,7 +44,9 @@ def small_job(client: Client) -> tuple[str, float]:
 def test_a_small_job_does_not_wait_for_a_big_one_queued_first_in_its_lane(stack: Stack) -> None:
     store = Store(connect(Settings(redis_url=stack.redis_url or "", dev_mode=True)))
     circuit = training_ansatz(14)
-    values = np.random.default_rng(5).uniform(0, 3, (1500, circuit.num_parameters))
+    # 6000 rows: some 24 tasks, so that some are still queued when the small job is done (with
+    # 1500, on a quick machine all but one of its 6 tasks had run by then)
+    values = np.random.default_rng(5).uniform(0, 3, (6000, circuit.num_parameters))
     with Client(stack.url, api_key=SMALL) as small, Client(stack.url, api_key=BIG) as big:
         small_job(small)  # parses and compiles the small circuit once
         baseline = min(small_job(small)[1] for _ in range(3))
