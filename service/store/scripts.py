@@ -1,6 +1,8 @@
 """The Lua scripts of the store: each runs as one atomic step in Redis (key names come in as KEYS)."""
 
-RATE = """
+# A tenant's token bucket (KEYS[1]; ARGV: rate, burst, now): takes a token, or sets ``wait``
+# to the seconds until one is there. The start of RATE and ADMIT.
+_TAKE_TOKEN = """
 local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
@@ -10,8 +12,9 @@ local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
-return tostring(wait)
 """
+
+RATE = _TAKE_TOKEN + "return tostring(wait)\n"
 
 # Marks a task done once, and the job done when the last distinct task lands. A result
 # for a job that is already cancelled or failed is dropped: late results never count.
@@ -213,16 +216,9 @@ return 1
 # idempotency key. KEYS: rate, in-flight set, [idempotency key]; ARGV: rate, burst, now, a job
 # record's key less its id, a done set's suffix to that key, the new job's id, the key's TTL.
 # Returns {wait} when the submission must wait, else {'0', jobs, tasks, final job ids, claimed}.
-ADMIT = """
-local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + (now - at) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+ADMIT = (
+    _TAKE_TOKEN
+    + """
 if wait > 0 then return {tostring(wait)} end
 local jobs, tasks, finished = 0, 0, {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -242,6 +238,7 @@ if KEYS[3] then
 end
 return {'0', jobs, tasks, finished, claimed}
 """
+)
 
 # A tenant's work in flight: KEYS are (job record, job done set) per job, ARGV the job ids in
 # that order. Returns {jobs not final, their tasks not done, ids of the final (or gone) jobs}.
