@@ -56,25 +56,26 @@ def all_backends(settings: Any) -> dict[str, Backend]:
     return {
         "aer": Backend(
             name="aer",
-            description="Statevector simulation on CPU. Exact by default; shot-based when "
-            "precision or shots is set. Exact tasks run on Lightning's kernels, the fastest "
-            "engine measured here, and on Aer for circuits Lightning cannot compile; "
-            "shot-based tasks run on Aer.",
+            description="Statevector simulation on CPU, and on a GPU where a worker has one. Exact by "
+            "default; shot-based when precision or shots is set. Exact tasks run on Lightning's kernels, "
+            "the fastest CPU engine measured here, and on Aer for circuits Lightning cannot compile; on a "
+            "worker with a GPU, wide ones run on qfleet's torch engine there. Shot-based tasks run on Aer.",
             num_qubits=max_qubits,
             exact=True,
             supports_shots=True,
             max_shots=max_shots,
-            engines=("aer", "lightning"),
+            engines=("aer", "lightning", "torch-cuda"),
         ),
         "lightning": Backend(
             name="lightning",
             description="Exact statevector simulation only (no shots), on Lightning's kernels "
-            "with Aer for circuits Lightning cannot compile.",
+            "with Aer for circuits Lightning cannot compile, and wide ones on qfleet's torch engine "
+            "on a worker with a GPU.",
             num_qubits=max_qubits,
             exact=True,
             supports_shots=False,
             max_shots=0,
-            engines=("lightning", "aer"),
+            engines=("lightning", "aer", "torch-cuda"),
             options=("precision",),
         ),
         "wukong72": Backend(

@@ -36,10 +36,10 @@ from .engines import Block, Engine, EngineUnsupported, Program
 from .engines.aer import AerEngine
 from .engines.device import DeviceEngine
 from .engines.lightning import LightningEngine
+from .parameter_shift import parameter_shift
 
 if TYPE_CHECKING:  # torch is imported only where a GPU is asked for
     from .engines.torch_sv import TorchEngine
-from .parameter_shift import parameter_shift
 
 log = logging.getLogger("qfleet.worker")
 BEGIN_FIELDS = ["status", "backend", "tenant", "created_at", "queue"]  # what a task reads of its job first
@@ -435,11 +435,6 @@ class Runner:
             elif spec.seed is not None and block.shots:
                 meta[str(i)] = {"seed": block.seed}
         self._payload, self._whole = {}, False
-        if costs:
-            try:
-                self.store.record_costs(tenant, backend, {k: spent / rows for k, (spent, rows) in costs.items()})
-            except Exception as exc:  # a price is advice: the result matters more
-                log.warning("recording the cost of task %s of job %s failed: %s", task, job_id, exc)
         stats = TaskStats(backend, tenant, time.perf_counter() - t0, wait, spec.circuits(task))
         cache = None
         if wanted:
@@ -447,11 +442,19 @@ class Runner:
             cache = CacheWrite(
                 tenant, computed, hits, len(computed), settings.result_cache_ttl_s, settings.result_cache_max_share
             )
-        # one round trip: the chunks for the cache and the metadata first, then the result
+        # one round trip: the chunks for the cache, the metadata and the learned costs first, then the result
         # the lease goes in the same round trip, once the result is in (run_leased has none left to drop)
         lease, self.lease = self.lease, None
         outcome = self.store.complete_task(
-            job_id, task, b"".join(parts), stats, meta=meta, cache=cache, whole=len(spec.tasks) == 1, lease=lease
+            job_id,
+            task,
+            b"".join(parts),
+            stats,
+            meta=meta,
+            cache=cache,
+            whole=len(spec.tasks) == 1,
+            lease=lease,
+            costs={k: spent / rows for k, (spent, rows) in costs.items()},
         )
         log.info(
             "task done",

@@ -23,13 +23,13 @@ class StoreBase:
         self._started = redis.register_script(scripts.MARK_STARTED)
         self._finish = redis.register_script(scripts.FINISH)
         self._rate = redis.register_script(scripts.RATE)
-        self._lower_costs = redis.register_script(scripts.LOWER_COSTS)
         self._reopen = redis.register_script(scripts.REOPEN)
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._take = redis.register_script(scripts.TAKE)
         self._claim = redis.register_script(scripts.CLAIM)
         self._begin = redis.register_script(scripts.BEGIN_TASK)
         self._admit = redis.register_script(scripts.ADMIT)
+        self._inflight = redis.register_script(scripts.INFLIGHT)
 
     if TYPE_CHECKING:  # what one part calls of another (Store joins them all)
 
@@ -38,6 +38,8 @@ class StoreBase:
         def api_keys(self) -> dict[str, Any]: ...
 
         def queue_cache_writes(self, pipe: Any, write: CacheWrite) -> int: ...
+
+        def queue_cost_writes(self, pipe: Any, tenant: str, backend: str, costs: dict[str, float]) -> None: ...
 
     @staticmethod
     def hash_reply(flat: Any) -> dict[bytes, bytes]:

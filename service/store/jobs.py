@@ -186,6 +186,7 @@ class JobRecords(StoreBase):
         cache: CacheWrite | None = None,
         whole: bool = False,
         lease: str | None = None,
+        costs: dict[str, float] | None = None,
     ) -> int:
         """Store a task's result; -1 dropped (job final), 0 duplicate, 1 counted, 2 job done.
 
@@ -194,7 +195,8 @@ class JobRecords(StoreBase):
         /metrics, the dashboard's charts and tenant usage, once per distinct task. ``whole``:
         this result is its job's whole result (one task, no metadata); if it is small
         (EVENT_RESULT_BYTES), the job's done event carries it. ``lease``: the task's lease,
-        dropped in the same round trip, after the result.
+        dropped in the same round trip, after the result. ``costs``: CPU seconds a row of each
+        learned-price work took (``planner.cost_key``), kept for the tenant's next jobs.
         """
         k = self.keys
         s = stats or TaskStats()
@@ -217,6 +219,8 @@ class JobRecords(StoreBase):
         if meta:
             pipe.hset(k.job_meta(job_id), str(task), json.dumps(meta))
             pipe.expire(k.job_meta(job_id), self.ttl_s)
+        if costs:
+            self.queue_cost_writes(pipe, s.tenant, s.backend, costs)
         keys = [
             k.job(job_id),
             k.job_done(job_id),
@@ -252,9 +256,9 @@ class JobRecords(StoreBase):
         outcome = replies[-2 if lease is not None else -1]
         if isinstance(outcome, Exception):
             raise outcome
-        for reply in replies:  # the cache, the metadata and the lease at best: the result is what counts
+        for reply in replies:  # the cache, metadata, costs and lease at best: the result is what counts
             if isinstance(reply, Exception) and reply is not outcome:
-                log.warning("task %s of job %s: a cache, metadata or lease write failed: %s", task, job_id, reply)
+                log.warning("task %s of job %s: a cache, metadata, cost or lease write failed: %s", task, job_id, reply)
         return int(outcome)
 
     def task_meta(self, job_id: str) -> dict[int, dict[str, Any]]:

@@ -190,7 +190,6 @@ end
 return 0
 """
 
-# Moves a job that is not yet final to a final status; returns 1 if it did.
 # Learned prices: each field keeps the least CPU seconds a row of that work took (a task that
 # also compiled the circuit, or ran one row per call, measures more than the work costs).
 LOWER_COSTS = """
@@ -202,6 +201,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[#ARGV])
 return 1
 """
 
+# Moves a job that is not yet final to a final status; returns 1 if it did.
 FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
@@ -211,27 +211,37 @@ redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. ARGV[1])
 return 1
 """
 
-# What a submission asks first, in one step: the rate limiter's token (RATE) and, if it may go
-# ahead, the tenant's work in flight (INFLIGHT, over its in-flight set) and a claim of its
-# idempotency key. KEYS: rate, in-flight set, [idempotency key]; ARGV: rate, burst, now, a job
-# record's key less its id, a done set's suffix to that key, the new job's id, the key's TTL.
-# Returns {wait} when the submission must wait, else {'0', jobs, tasks, final job ids, claimed}.
-ADMIT = (
-    _TAKE_TOKEN
-    + """
-if wait > 0 then return {tostring(wait)} end
+# A tenant's work in flight, over the job ids in ``ids``: a job record's key is ``prefix`` .. id,
+# its done set that key .. ``suffix``. Sets jobs (not final), tasks (their tasks not done) and
+# finished (the ids of final or gone jobs). Part of ADMIT and INFLIGHT.
+_INFLIGHT_SUMS = """
 local jobs, tasks, finished = 0, 0, {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local job = ARGV[4] .. id
+for _, id in ipairs(ids) do
+  local job = prefix .. id
   local fields = redis.call('HMGET', job, 'status', 'tasks_total')
   local status = fields[1]
   if not status or status == 'done' or status == 'failed' or status == 'cancelled' then
     finished[#finished + 1] = id
   else
     jobs = jobs + 1
-    tasks = tasks + tonumber(fields[2]) - redis.call('SCARD', job .. ARGV[5])
+    tasks = tasks + tonumber(fields[2]) - redis.call('SCARD', job .. suffix)
   end
 end
+"""
+
+# What a submission asks first, in one step: the rate limiter's token (RATE) and, if it may go
+# ahead, the tenant's work in flight (over its in-flight set) and a claim of its idempotency
+# key. KEYS: rate, in-flight set, [idempotency key]; ARGV: rate, burst, now, a job record's key
+# less its id, a done set's suffix to that key, the new job's id, the key's TTL.
+# Returns {wait} when the submission must wait, else {'0', jobs, tasks, final job ids, claimed}.
+ADMIT = (
+    _TAKE_TOKEN
+    + """
+if wait > 0 then return {tostring(wait)} end
+local ids, prefix, suffix = redis.call('SMEMBERS', KEYS[2]), ARGV[4], ARGV[5]
+"""
+    + _INFLIGHT_SUMS
+    + """
 local claimed = 1
 if KEYS[3] then
   claimed = redis.call('SET', KEYS[3], ARGV[6], 'NX', 'EX', ARGV[7]) and 1 or 0
@@ -240,22 +250,17 @@ return {'0', jobs, tasks, finished, claimed}
 """
 )
 
-# A tenant's work in flight: KEYS are (job record, job done set) per job, ARGV the job ids in
-# that order. Returns {jobs not final, their tasks not done, ids of the final (or gone) jobs}.
-INFLIGHT = """
-local jobs, tasks, finished = 0, 0, {}
-for i = 1, #ARGV do
-  local state = redis.call('HMGET', KEYS[2 * i - 1], 'status', 'tasks_total')
-  local status = state[1]
-  if not status or status == 'done' or status == 'failed' or status == 'cancelled' then
-    finished[#finished + 1] = ARGV[i]
-  else
-    jobs = jobs + 1
-    tasks = tasks + tonumber(state[2]) - redis.call('SCARD', KEYS[2 * i])
-  end
-end
+# A tenant's work in flight, as ADMIT reads it: ARGV a job record's key less its id, a done
+# set's suffix, then the job ids. Returns {jobs not final, their tasks not done, final job ids}.
+INFLIGHT = (
+    """
+local prefix, suffix, ids = ARGV[1], ARGV[2], {unpack(ARGV, 3)}
+"""
+    + _INFLIGHT_SUMS
+    + """
 return {jobs, tasks, finished}
 """
+)
 
 # What a worker does before a task, in one step: read the job's fields (ARGV[4..]), whether
 # its backend is paused (KEYS[2]) and, if ARGV[2] is '1', its spec; if ARGV[3] is '1' and the

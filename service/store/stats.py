@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import scripts
 from .base import StoreBase
 from .keys import COST_TTL_S
 
@@ -45,10 +46,12 @@ class Statistics(StoreBase):
         raw = self.redis.hmget(self.keys.costs(tenant, backend), cost_keys)
         return [None if v is None else float(v) for v in raw]  # type: ignore[union-attr]
 
-    def record_costs(self, tenant: str, backend: str, costs: dict[str, float]) -> None:
-        """What a row of each work just took: each keeps its least figure, the hash lives a day."""
+    def queue_cost_writes(self, pipe: Any, tenant: str, backend: str, costs: dict[str, float]) -> None:
+        """In the caller's pipeline: what a row of each work just took; each keeps its least
+        figure, and the hash lives a day."""
         args: list[Any] = [x for k, v in costs.items() for x in (k, repr(v))]
-        self._lower_costs(keys=[self.keys.costs(tenant, backend)], args=[*args, COST_TTL_S])
+        # EVAL, not the registered script: a pipeline would first ask whether it is loaded
+        pipe.eval(scripts.LOWER_COSTS, 1, self.keys.costs(tenant, backend), *args, COST_TTL_S)
 
     def usage(self, tenant: str) -> dict[str, float]:
         return {k.decode(): float(v) for k, v in self.redis.hgetall(self.keys.usage(tenant)).items()}  # type: ignore[union-attr]

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import scripts
 from .base import StoreBase
 from .keys import (
     IDEMPOTENCY_TTL_S,
@@ -74,8 +73,7 @@ class Tenants(StoreBase):
         if not job_ids:
             return 0, 0, []
         # one script over every job: many jobs in flight cost one reply, not two per job
-        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.job_done(j))]
-        jobs, tasks, gone = self.redis.eval(scripts.INFLIGHT, len(keys), *keys, *job_ids)  # type: ignore[misc]
+        jobs, tasks, gone = self._inflight(args=[self.keys.job_prefix, self.keys.DONE_SUFFIX, *job_ids])
         finished = [j.decode() if isinstance(j, bytes) else j for j in gone]
         if finished and prune:
             self.redis.srem(key, *finished)

@@ -123,7 +123,7 @@ class _Circuit:
                 by_size[gate.coeffs.shape[-1]].append(gate)
         fits = {}
         for d, group in by_size.items():
-            angles = [g.angles[0] for g in group if g.angles]
+            angles = [g.angles[0] for g in group if g.angles]  # a fitted gate has its one angle
             fits[d] = (
                 torch.as_tensor(np.stack([g.coeffs for g in group if g.coeffs is not None]), device=device),
                 torch.as_tensor([a[0] for a in angles], device=device, dtype=torch.int64),
