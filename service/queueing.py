@@ -37,6 +37,10 @@ FAILURE_CALLBACK = "qfleet_server.worker.runner.on_task_failed"
 # Redis round trips one after another (its registries and executions) where a TTL costs none.
 RQ_RECORD_TTL_S = 10
 
+# A worker's heartbeat is not written again within this many seconds of the last one (RQ would
+# write one three times between two tasks; the worker's key lives for its worker_ttl + 60 s).
+HEARTBEAT_GAP_S = 1.0
+
 Reason = Literal["first", "retry", "paused", "requeue"]
 REASONS: tuple[Reason, ...] = ("first", "retry", "paused", "requeue")
 
@@ -229,19 +233,30 @@ class TaskWorker(SimpleWorker):
     RQ sends right after the take goes with them, and so does the task's own first step (its
     ``holder``'s ``begin_with``). A heartbeat without a pipeline at hand sends its two writes
     in one round trip, with the idle state RQ sets just before it (after a task, and before
-    each wait for one), which RQ sends as a round trip of its own."""
+    each wait for one), which RQ sends as a round trip of its own.
+
+    After a task that succeeded, RQ's four round trips (the task's heartbeat, a WATCH and read
+    of its dependents, its finishing transaction) are one transaction, which also sets the
+    worker idle and beats its heart: qfleet's tasks have no dependents (:func:`enqueue` queues
+    none) and never repeat. RQ's further heartbeats, two more before its next wait for a task,
+    are not sent again within :data:`HEARTBEAT_GAP_S` of the last (its key lives for minutes)."""
 
     _took = False  # a task was just taken: RQ's next heartbeat goes with the task's preparation
     _prepared: str | None = None  # the RQ job prepare_execution prepared fully
     holder: LeaseHolder | None = None  # its first step goes in the same transaction
     _idle = False  # RQ set the worker idle: the state is written with the next heartbeat
+    _written_state: str | None = None  # the state last written
+    _beat_at = float("-inf")  # time.monotonic() of the last heartbeat written
+    _ended: RQJob | None = None  # a prepared task that ended: its heartbeat goes with its outcome
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         if pipeline is None and state == WorkerStatus.IDLE:
-            self._state, self._idle = state, True  # as RQ's set_state keeps it, written next
+            # as RQ's set_state keeps it; written with the next heartbeat, unless it is already
+            self._state, self._idle = state, self._written_state != state
             return
         self._idle = False  # a later state wins
         super().set_state(state, pipeline)
+        self._written_state = state
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         self._took = True  # RQ calls this right after a take, before its heartbeat
@@ -250,16 +265,67 @@ class TaskWorker(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
+            self._beat_at = time.monotonic()
             return
         if self._took:  # the one right after a take: prepare_execution, next, sends it in its transaction
             self._took = False
             return
+        if not self._idle and timeout is None and time.monotonic() - self._beat_at < HEARTBEAT_GAP_S:
+            return  # one was written just now
         with self.connection.pipeline() as pipe:
             if self._idle:
-                self._idle = False
-                super().set_state(WorkerStatus.IDLE, pipe)
-            super().heartbeat(timeout, pipe)
+                self.set_state(WorkerStatus.IDLE, pipe)
+            self.heartbeat(timeout, pipe)
             pipe.execute()
+
+    def handle_execution_ended(self, job: RQJob, queue: Queue, heartbeat_ttl: int) -> None:
+        if not (isinstance(job, TaskJob) and job.prepared):
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        job.ended_at = now()
+        self._ended = job  # its heartbeat, RQ's next write, goes with the outcome
+
+    def _ended_beat(self, job: RQJob, pipeline: Any = None) -> None:
+        """The ended task's heartbeat that RQ's ``handle_execution_ended`` writes, if it was held."""
+        if self._ended is job:
+            self._ended = None
+            job.heartbeat(now(), 0, pipeline=pipeline)  # (RQ's job heartbeat uses no TTL)
+
+    def handle_job_success(self, job: RQJob, queue: Queue, started_job_registry: Any) -> None:
+        """RQ's ``handle_job_success`` for a task, with the task's heartbeat before it and the
+        worker idle after it, as one transaction. RQ's own (for other jobs) watches the job's
+        dependents and reads them first, to queue them."""
+        if self._ended is not job or job.func_name != TASK_FUNCTION or job.repeats_left:
+            self._ended_beat(job)
+            super().handle_job_success(job, queue, started_job_registry)
+            return
+        assert job.started_at and job.ended_at
+        with self.connection.pipeline() as pipe:
+            self._ended_beat(job, pipe)
+            self.increment_successful_job_count(pipeline=pipe)
+            self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+            result_ttl = job.get_result_ttl(self.default_result_ttl)
+            if result_ttl != 0:
+                execution = self.execution
+                job._handle_success(
+                    result_ttl,
+                    pipeline=pipe,
+                    worker_name=self.name,
+                    execution_id=execution.id if execution else None,
+                    execution_started_at=execution.created_at if execution else None,
+                    execution_ended_at=job.ended_at,
+                )
+            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+            self.cleanup_execution(job, pipeline=pipe)
+            self.set_state(WorkerStatus.IDLE, pipe)  # what RQ sets next, and its next heartbeat
+            self.heartbeat(None, pipe)
+            pipe.execute()
+
+    def handle_job_failure(
+        self, job: RQJob, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        self._ended_beat(job)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string)
 
     def prepare_execution(self, job: RQJob) -> Execution:
         """RQ's ``prepare_execution`` and ``prepare_job_execution`` (the execution record, the
