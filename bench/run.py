@@ -13,18 +13,17 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from qfleet import Client
 from qiskit_aer.primitives import EstimatorV2
 
+from qfleet_server.bench.peers import http_peer, rq_floor, rq_peer
 from qfleet_server.bench.scaling import scaling
 from qfleet_server.bench.workloads import training_ansatz, z_observables
 from qfleet_server.stack import Stack, free_port
@@ -277,62 +276,6 @@ def device_only(repeats: int) -> None:
     print("\n".join(device_table(rows)))
 
 
-def noop() -> None:
-    """The RQ peer's job: nothing, so its round trip is the queue's own cost."""
-
-
-@contextmanager
-def rq_peer(redis_url: str, workers: int) -> Iterator[Callable[[], float]]:
-    """``workers`` warm non-forking RQ SimpleWorkers on the same Redis; yields a function that
-    enqueues one no-op job and waits for its result (enqueue → result), returning the seconds:
-    the floor qfleet's small-job path is built on."""
-    from redis import Redis
-    from rq import Queue
-    from rq.serializers import JSONSerializer
-
-    args = [sys.executable, "-m", "rq.cli", "worker", "-u", redis_url, "-w", "rq.worker.SimpleWorker", "-S", "json"]
-    procs = [
-        subprocess.Popen(args + ["-q", "bench-noop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(workers)
-    ]
-    try:
-        queue = Queue("bench-noop", connection=Redis.from_url(redis_url), serializer=JSONSerializer)
-
-        def one() -> float:
-            t0 = time.perf_counter()
-            job = queue.enqueue("qfleet_server.bench.run.noop")
-            if job.latest_result(timeout=30) is None:
-                raise RuntimeError("the RQ peer worker did not answer")
-            return time.perf_counter() - t0
-
-        for _ in range(10 * workers):  # the first ones warm the workers
-            one()
-        yield one
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
-
-
-def rq_floor(redis_url: str, count: int, workers: int, clients: int) -> tuple[list[float], float]:
-    """RQ's own no-op jobs, enqueued and waited for by ``clients`` threads, ``count`` jobs each,
-    run by ``workers`` warm SimpleWorkers: (latencies, jobs per second)."""
-    with rq_peer(redis_url, workers) as one:
-        return _concurrently(one, count, clients)
-
-
-def _concurrently(one: Callable[[], float], count: int, clients: int) -> tuple[list[float], float]:
-    """``clients`` threads each calling ``one`` ``count`` times: (every latency, calls per second)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        runs = list(pool.map(lambda _: [one() for _ in range(count)], range(clients)))
-    wall = time.perf_counter() - t0
-    return [x for run in runs for x in run], clients * count / wall
-
-
 def concurrent_jobs(stack: Stack, clients: int, count: int, seed: int = 0) -> dict[str, Any]:
     """One-circuit jobs from ``clients`` concurrent clients (one AsyncClient each, as a training
     job's data-parallel processes would be), ``count`` jobs each: jobs per second, against RQ's
@@ -457,13 +400,7 @@ def table(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     rows += forward_rows(results)
-    s = results["small_jobs"]
-    rows.append(
-        f"| {s['work']} | {s['direct_aer_ms']:.2f} ms (RQ no-op round trip: p50 {s['rq_p50_ms']:.1f} ms, p99 {s['rq_p99_ms']:.1f} ms) "
-        f"| | p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms (in two requests: p50 {s['two_requests_p50_ms']:.1f} ms, "
-        f"p99 {s['two_requests_p99_ms']:.1f} ms) | p50 {s['p50_ms'] / s['rq_p50_ms']:.2f}×, "
-        f"p99 {s['p99_ms'] / s['rq_p99_ms']:.2f}× RQ's | p50 ≤1.5×, p99 ≤2× RQ's |"
-    )
+    rows.append(small_row(results["small_jobs"]))
     if "concurrent" in results:
         c = results["concurrent"]
         rows.append(
@@ -490,6 +427,18 @@ def table(results: dict[str, Any]) -> str:
     rows += qiskit_table(results)
     rows += cache_table(results)
     return "\n".join(rows)
+
+
+def small_row(s: dict[str, Any]) -> str:
+    floor = s["rq_p50_ms"] + s["http_p50_ms"]
+    return (
+        f"| {s['work']} | {s['direct_aer_ms']:.2f} ms (RQ no-op round trip: p50 {s['rq_p50_ms']:.1f} ms, p99 {s['rq_p99_ms']:.1f} ms; "
+        f"HTTP no-op: p50 {s['http_p50_ms']:.1f} ms) "
+        f"| | p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms (in two requests: p50 {s['two_requests_p50_ms']:.1f} ms, "
+        f"p99 {s['two_requests_p99_ms']:.1f} ms) | p50 {s['p50_ms'] / s['rq_p50_ms']:.2f}×, "
+        f"p99 {s['p99_ms'] / s['rq_p99_ms']:.2f}× RQ's; p50 {s['p50_ms'] / floor:.2f}× RQ + HTTP "
+        f"(RQ + HTTP itself: {floor / s['rq_p50_ms']:.2f}× RQ's) | p50 ≤1.5×, p99 ≤2× RQ's |"
+    )
 
 
 def throughput_rows(results: dict[str, Any]) -> list[str]:
@@ -535,27 +484,39 @@ def qiskit_table(results: dict[str, Any]) -> list[str]:
 
 def small_jobs_beside_rq(stack: Stack, client: Client, count: int, seed: int = 0) -> dict[str, Any]:
     """One-circuit jobs as the client sends them (the result comes with the submission), the
-    same jobs in two requests (``submit_wait=0``: submit, then long-poll the result), and RQ's
-    no-op round trip on the same Redis, interleaved job by job so that all three see the same
-    machine (its load moves from second to second here): p50 and p99 of each. Every job has fresh
-    parameter values, as a training step sends, so no result cache can answer it."""
+    same jobs in two requests (``submit_wait=0``: submit, then long-poll the result), RQ's
+    no-op round trip on the same Redis, and an HTTP no-op round trip (the same body and client
+    library, a bare FastAPI app on uvicorn; see bench/peers.py), interleaved job by job so that
+    all four see the same machine (its load moves from second to second here): p50 and p99 of
+    each. Every job has fresh parameter values, as a training step sends, so no result cache
+    can answer it."""
     circuit = training_ansatz(4)
     rng = np.random.default_rng(seed)  # fresh values for every job, as a training loop sends them
+
+    def pub() -> list[Any]:
+        return [(circuit, "ZIII", rng.uniform(0, 1, (1, circuit.num_parameters)))]
+
+    sent: list[httpx.Request] = []  # one submission as the client sends it: the HTTP peer posts the same
+    with Client(stack.url, api_key=stack.api_key, submit_wait=0) as probe:
+        probe._http.event_hooks["request"].append(sent.append)
+        probe.estimate(pub()).result(timeout=30)
+    headers = {k: v for k, v in sent[0].headers.items() if k.lower() in ("authorization", "content-type", "prefer")}
     with (
         Client(stack.url, api_key=stack.api_key, submit_wait=0) as two_requests,
         rq_peer(stack.redis_url or "", 1) as rq_job,
+        http_peer(sent[0].content, headers) as http_request,
     ):
 
         def timed(c: Client) -> Callable[[], float]:
             def one() -> float:
-                pub = [(circuit, "ZIII", rng.uniform(0, 1, (1, circuit.num_parameters)))]
+                pubs = pub()
                 t0 = time.perf_counter()
-                c.estimate(pub).result(timeout=30)
+                c.estimate(pubs).result(timeout=30)
                 return time.perf_counter() - t0
 
             return one
 
-        sides = {"one": timed(client), "two": timed(two_requests), "rq": rq_job}
+        sides = {"one": timed(client), "two": timed(two_requests), "rq": rq_job, "http": http_request}
         for one in sides.values():  # warm each side's connections and caches
             for _ in range(10):
                 one()
@@ -573,8 +534,10 @@ def small_jobs_beside_rq(stack: Stack, client: Client, count: int, seed: int = 0
         "two_requests_p99_ms": p99["two"],
         "rq_p50_ms": p50["rq"],
         "rq_p99_ms": p99["rq"],
-        "direct_aer_ms": 1000
-        * median_time(direct_aer(circuit, "ZIII", rng.uniform(0, 1, (1, circuit.num_parameters))), 20),
+        "http_p50_ms": p50["http"],
+        "http_p99_ms": p99["http"],
+        "body_bytes": len(sent[0].content),
+        "direct_aer_ms": 1000 * median_time(direct_aer(circuit, "ZIII", pub()[0][2]), 20),
     }
 
 
@@ -594,6 +557,9 @@ def small_only(seed: int, count: int) -> None:
         f"seed {seed}: one-circuit p50 {s['p50_ms']:.2f} ms p99 {s['p99_ms']:.2f} ms (in two requests: p50 "
         f"{s['two_requests_p50_ms']:.2f} p99 {s['two_requests_p99_ms']:.2f}); RQ p50 {s['rq_p50_ms']:.2f} "
         f"p99 {s['rq_p99_ms']:.2f} -> p50 {s['p50_ms'] / s['rq_p50_ms']:.2f}x p99 {s['p99_ms'] / s['rq_p99_ms']:.2f}x; "
+        f"HTTP no-op p50 {s['http_p50_ms']:.2f} p99 {s['http_p99_ms']:.2f}; RQ + HTTP p50 "
+        f"{(s['rq_p50_ms'] + s['http_p50_ms']) / s['rq_p50_ms']:.2f}x RQ's, qfleet p50 "
+        f"{s['p50_ms'] / (s['rq_p50_ms'] + s['http_p50_ms']):.2f}x RQ + HTTP; "
         f"32 clients {c['jobs_per_s']:.0f} jobs/s vs RQ {c['rq_jobs_per_s']:.0f} -> {c['ratio_vs_rq']:.2f}x"
     )
 
