@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -64,10 +65,23 @@ class _LRU(OrderedDict[Any, Any]):
         return value
 
 
+# What a GPU torch can use leaves on Linux: NVIDIA's driver (on a host, or mounted into a
+# container by NVIDIA's runtime), WSL 2's GPU, or AMD's ROCm (torch's cuda is HIP there).
+GPU_DEVICE_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")
+
+
+def gpu_device_present(paths: tuple[str, ...] | None = None) -> bool:
+    """Whether this machine shows a GPU driver at all (``paths``: GPU_DEVICE_PATHS): without
+    one, torch is not imported (a worker would spend a second and some 230 MB on it only to
+    find no CUDA device)."""
+    return any(os.path.exists(p) for p in (GPU_DEVICE_PATHS if paths is None else paths))
+
+
 def gpu_engine(settings: Settings) -> TorchEngine | None:
-    """qfleet's torch engine on the GPU, when asked for (``QFLEET_GPU=auto``), torch is installed
-    and it sees a CUDA device; else None and the CPU engines run everything."""
-    if settings.gpu == "off":
+    """qfleet's torch engine on the GPU, when asked for (``QFLEET_GPU=auto``), the machine
+    shows a GPU driver, torch is installed and it sees a CUDA device; else None and the CPU
+    engines run everything."""
+    if settings.gpu == "off" or not gpu_device_present():
         return None
     try:
         import torch

@@ -6,6 +6,9 @@ same tests on the GPU (the engine is the same code on either device).
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from qiskit.quantum_info import SparsePauliOp
 
 from qfleet_server.settings import Settings
 from qfleet_server.worker.engines import Block, EngineUnsupported, Program
-from qfleet_server.worker.runner import gpu_engine
+from qfleet_server.worker.runner import gpu_device_present, gpu_engine
 from tests.conftest import random_circuit, training_ansatz
 from tests.unit.test_engines import exact, random_observables
 from tests.unit.test_gradients import finite_difference
@@ -132,9 +135,23 @@ def test_gpu_engine_only_where_a_gpu_is_asked_for_and_present() -> None:
     assert gpu_engine(Settings(gpu="off")) is None
     engine = gpu_engine(Settings(gpu="auto"))
     if torch.cuda.is_available():
-        assert engine is not None and engine.name == "torch-cuda"
+        assert gpu_device_present() and engine is not None and engine.name == "torch-cuda"
     else:
         assert engine is None
+
+
+def test_a_machine_without_a_gpu_driver_does_not_import_torch(tmp_path: Path) -> None:
+    """A CPU machine's worker never imports torch (a second and some 230 MB each): checked in a
+    fresh interpreter, where torch is installed (this suite imports it) but no driver path exists."""
+    assert not gpu_device_present((str(tmp_path / "no-such-device"),))
+    assert gpu_device_present((str(tmp_path),))
+    code = (
+        "import sys; from qfleet_server.worker import runner; from qfleet_server.settings import Settings; "
+        f"runner.GPU_DEVICE_PATHS = ({str(tmp_path / 'absent')!r},); "
+        "assert runner.gpu_engine(Settings(gpu='auto')) is None; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("seed", range(3))
