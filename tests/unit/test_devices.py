@@ -108,7 +108,9 @@ def test_origin_translation_agrees_with_aer_on_pyqpanda3s_simulator() -> None:
 
     native = transpile(circuit, AerSimulator(), optimization_level=0)
     aer = EstimatorV2().run([(native, [[o] for o in observables], values)]).result()[0].data.evs
-    assert np.max(np.abs(evs - aer) / stds) < 5.0
+    # A near-certain term (ZZZ at -0.9999 on some random circuits) can give 20 000 equal outcomes
+    # and a reported std of 0; an estimate's resolution is 2 / shots, so no error is counted finer.
+    assert np.max(np.abs(evs - aer) / np.maximum(stds, 2 / 20_000)) < 5.0
 
 
 def test_ibm_runtime_path_runs_on_a_fake_backend() -> None:
