@@ -156,8 +156,9 @@ class Settings(BaseSettings):
     )
     gpu: Literal["auto", "off"] = Field(
         default="auto",
-        description="Exact estimates of wide circuits on qfleet's torch engine when torch is installed "
-        "(the `gpu` extra) and sees a CUDA GPU: auto (then) or off.",
+        description="Exact estimates of wide circuits on qfleet's torch engine when the machine shows a GPU "
+        "driver (NVIDIA, WSL 2 or ROCm device paths), torch is installed (the `gpu` extra) and it sees a CUDA "
+        "GPU: auto (then) or off.",
     )
     gpu_min_amplitudes: int = Field(
         default=1 << 16,
